@@ -1,0 +1,3 @@
+"""influx-relay: a high-availability write path for InfluxDB."""
+
+__version__ = "0.1.0"
