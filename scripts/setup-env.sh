@@ -1,0 +1,79 @@
+# Shared set-up for scripts/test.sh and scripts/quickstart.sh; source it, don't run it.
+#
+#   . scripts/setup-env.sh
+#   setup_env            # Debian packages (when missing) + .venv with the relay installed
+#
+# On a fresh Debian 12 / Ubuntu machine this runs `apt-get update` once and installs
+# InfluxDB 1.x (influxd), curl and python3-venv; when all of them are already there it
+# does not touch apt at all. The virtualenv .venv (made with the machine's python3) gets
+# requirements-dev.txt and the relay itself (`pip install -e .`); pip runs again only when
+# requirements*.txt or setup.py changed since the last run.
+
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VENV="$REPO_ROOT/.venv"
+INFLUXD=/usr/bin/influxd
+
+say() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# Debian packages the scripts need, for each thing that is missing.
+_missing_packages() {
+    local pkgs=()
+    [ -x "$INFLUXD" ] || pkgs+=(influxdb)
+    command -v curl >/dev/null 2>&1 || pkgs+=(curl)
+    if ! command -v python3 >/dev/null 2>&1; then
+        pkgs+=(python3 python3-venv)
+    elif [ ! -x "$VENV/bin/python" ] && ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+        pkgs+=(python3-venv)   # Debian's python3 makes no venv with pip without it
+    fi
+    echo "${pkgs[@]}"
+}
+
+install_packages() {
+    local pkgs sudo=()
+    pkgs=$(_missing_packages)
+    [ -n "$pkgs" ] || return 0
+    if [ "$(id -u)" != 0 ]; then
+        command -v sudo >/dev/null 2>&1 || die "need root (or sudo) to install: $pkgs"
+        sudo=(sudo)
+    fi
+    command -v apt-get >/dev/null 2>&1 || die "no apt-get here; install by hand: $pkgs"
+    say "installing Debian packages: $pkgs"
+    # shellcheck disable=SC2086
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null \
+        && "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+            --no-install-recommends $pkgs >/dev/null \
+        || die "apt-get install $pkgs failed"
+    pkgs=$(_missing_packages)
+    [ -z "$pkgs" ] || die "still missing after apt-get install: $pkgs"
+}
+
+_requirements_stamp() {
+    (cd "$REPO_ROOT" && cat requirements.txt requirements-dev.txt setup.py 2>/dev/null \
+        && python3 --version 2>&1) | sha256sum | cut -d' ' -f1
+}
+
+make_venv() {
+    local stamp_file="$VENV/.influx-relay-setup" stamp
+    if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c '' 2>/dev/null; then
+        say "creating virtualenv $VENV with $(command -v python3) ($(python3 --version 2>&1))"
+        rm -rf "$VENV"
+        python3 -m venv "$VENV" || die "python3 -m venv $VENV failed"
+    fi
+    stamp=$(_requirements_stamp)
+    if [ -f "$stamp_file" ] && [ "$(cat "$stamp_file")" = "$stamp" ] \
+        && "$VENV/bin/python" -c 'import influx_relay' 2>/dev/null; then
+        return 0   # nothing changed since the last install
+    fi
+    say "installing requirements-dev.txt and the relay into $VENV"
+    (cd "$REPO_ROOT" \
+        && "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r requirements-dev.txt \
+        && "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e .) \
+        || die "pip install failed"
+    echo "$stamp" > "$stamp_file"
+}
+
+setup_env() {
+    install_packages
+    make_venv
+}
