@@ -34,7 +34,7 @@ class LineProtocolError(RelayError):
         text = line.decode("utf-8", "replace")
         if len(text) > self.MAX_QUOTE:
             text = text[: self.MAX_QUOTE] + "..."
-        super().__init__("unable to parse line %d: %s: %r" % (lineno, reason, text))
+        super().__init__("unable to parse line %d %r: %s" % (lineno, text, reason))
 
 
 class BackendError(RelayError):
@@ -42,4 +42,5 @@ class BackendError(RelayError):
 
     def __init__(self, backend, msg):
         self.backend = backend
+        self.reason = msg
         super().__init__("%s: %s" % (backend, msg))

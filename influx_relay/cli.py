@@ -1,0 +1,121 @@
+"""The command line: ``influx-relay run|check --config PATH``.
+
+The Go relay's flags (``influxdb-relay -config PATH -v``, ``-version``) work
+too, so that an existing unit file or init script keeps working.
+"""
+
+import logging
+import sys
+
+import click
+
+from . import __version__, config as config_mod
+from .errors import ConfigError, RelayError
+
+CONFIG_ENV = "INFLUX_RELAY_CONFIG"
+
+_config_option = click.option(
+    "--config",
+    "-c",
+    "config_path",
+    envvar=CONFIG_ENV,
+    required=True,
+    metavar="PATH",
+    help="The relay's TOML config (or $%s); packaged: /etc/influxdb-relay/influxdb-relay.conf."
+    % CONFIG_ENV,
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", "-V", prog_name="influx-relay")
+def cli():
+    """influx-relay: copies every InfluxDB write to every backend."""
+
+
+@cli.command()
+@_config_option
+@click.option("--verbose", "-v", is_flag=True, help="Log every request.")
+def run(config_path, verbose):
+    """Run the relay in the foreground until SIGTERM or SIGINT."""
+    cfg = _load(config_path)
+    _setup_logging(verbose)
+    from . import service  # after monkey-patching: see main()
+
+    try:
+        status = service.run(cfg)
+    except RelayError as e:
+        click.echo("influx-relay: %s" % e, err=True)
+        sys.exit(1)
+    sys.exit(status)
+
+
+@cli.command()
+@_config_option
+def check(config_path):
+    """Validate the config and print what it would start."""
+    cfg = _load(config_path)
+    click.echo("%s: OK" % config_path)
+    for listener in cfg.http:
+        scheme = "https" if listener.ssl_combined_pem else "http"
+        click.echo("http listener %r on %s (%s)" % (listener.name, listener.bind_addr, scheme))
+        for o in listener.outputs:
+            click.echo(
+                "  -> %s: %s%s (timeout %gs)" % (o.name, o.base_url, o.endpoints.write, o.timeout)
+            )
+    for listener in cfg.udp:
+        click.echo(
+            "udp listener %r on %s (precision %s)"
+            % (listener.name, listener.bind_addr, listener.precision)
+        )
+        for o in listener.outputs:
+            click.echo("  -> %s: %s (mtu %d)" % (o.name, o.location, o.mtu))
+
+
+def _load(path):
+    try:
+        return config_mod.load(path)
+    except ConfigError as e:
+        click.echo("influx-relay: %s" % e, err=True)
+        sys.exit(2)
+
+
+def _setup_logging(verbose):
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # urllib3 speaks of every connection it opens at DEBUG: too much even for -v.
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
+
+
+def translate_go_flags(args):
+    """Turn the Go relay's ``-config PATH -v`` / ``-version`` into our commands."""
+    if not args or not args[0].startswith("-") or args[0].startswith("--"):
+        return args
+    if args[0] in ("-h", "-V"):
+        return args
+    out = ["run"]
+    rest = list(args)
+    while rest:
+        arg = rest.pop(0)
+        name, eq, value = arg.lstrip("-").partition("=")
+        if name == "version":
+            return ["--version"]
+        if name == "config":
+            out += ["--config", value if eq else (rest.pop(0) if rest else "")]
+        elif name == "v":
+            out.append("--verbose")
+        else:
+            out.append(arg)
+    return out
+
+
+def main(args=None):
+    # Every socket the relay opens is a gevent socket, urllib3's included.
+    from gevent import monkey
+
+    monkey.patch_all()
+    if args is None:
+        args = sys.argv[1:]
+    return cli.main(args=translate_go_flags(list(args)), prog_name="influx-relay")

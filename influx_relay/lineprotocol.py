@@ -1,0 +1,201 @@
+"""Just enough line protocol to split a body, check it and stamp it.
+
+The relay does not parse points: InfluxDB does that, and its 400 reaches the
+client. What the relay must get right is where a line ends (a quoted string
+field may hold a newline), whether a line has a timestamp (so that every
+backend stores the same time for a line that has none), and that a line is not
+so broken that stamping it would change its meaning (no field set, say).
+
+Lines with a timestamp are forwarded byte for byte. Blank lines and ``#``
+comments are dropped, and ``\\r\\n`` line ends become ``\\n``.
+"""
+
+import re
+
+from .errors import LineProtocolError
+
+#: Nanoseconds per unit of each precision InfluxDB 1.x accepts on /write.
+PRECISION_NS = {
+    "n": 1,
+    "ns": 1,
+    "u": 1000,
+    "us": 1000,
+    "ms": 1000 ** 2,
+    "s": 1000 ** 3,
+    "m": 60 * 1000 ** 3,
+    "h": 3600 * 1000 ** 3,
+}
+
+# One line, the way InfluxDB's scanner sees it: a key (measurement and tags,
+# where quotes are ordinary characters), one or more spaces, a field set
+# (key=value pairs; a value may be a quoted string holding anything, newlines
+# included), and an optional integer timestamp.
+_KEY = rb"(?:[^ \\\n]|\\.)+"
+_FIELD = rb'(?:[^ \\\n=,]|\\.)+=(?:"(?:[^"\\]|\\.)*"|(?:[^ \\\n,"]|\\.)+)'
+_LINE = re.compile(
+    rb"[ \t]*(?P<key>" + _KEY + rb") +(?P<fields>" + _FIELD + rb"(?:," + _FIELD + rb")*)"
+    rb"(?: +(?P<ts>-?[0-9]+))? *(?P<cr>\r?)(?=\n|\Z)",
+    re.S,
+)
+_TIMESTAMP = re.compile(rb"-?[0-9]+\Z")
+
+
+def stamp(precision, now_ns):
+    """The timestamp, as bytes, for a line that arrived at ``now_ns``."""
+    return b"%d" % (now_ns // PRECISION_NS[precision])
+
+
+def scan(body, ts):
+    """Check ``body`` and stamp every line that lacks a timestamp with ``ts``.
+
+    Returns ``(lines, changed)``: the lines to forward (no line ends) and
+    whether any differs from the body as sent (stamped, dropped or stripped
+    of its ``\\r``). Raises :class:`LineProtocolError` naming the first bad
+    line.
+    """
+    if b'"' in body:
+        return _scan_quoted(body, ts)
+    out = []
+    changed = False
+    for lineno, line in enumerate(body.split(b"\n"), 1):
+        if line[-1:] == b"\r":
+            line = line[:-1]
+            changed = True
+        if b"\\" in line:
+            stamped = _match_line(line, lineno, ts)
+        else:
+            stamped = _simple_line(line, lineno, ts)
+        if stamped is None:
+            changed = True
+            continue
+        if stamped is not line:
+            changed = True
+        out.append(stamped)
+    return out, changed
+
+
+def prepare(body, ts):
+    """Like :func:`scan`, but returns ``(body, points)`` ready to forward.
+
+    The body comes back as the very object given when no line changed.
+    """
+    lines, changed = scan(body, ts)
+    if changed:
+        body = b"\n".join(lines)
+    return body, len(lines)
+
+
+def pack(lines, size):
+    """Group lines into payloads of at most ``size`` bytes, in order.
+
+    Returns ``(payloads, dropped)``: a line longer than ``size`` on its own
+    cannot be sent whole and is dropped (and counted) rather than cut.
+    """
+    payloads = []
+    dropped = 0
+    current = []
+    length = -1
+    for line in lines:
+        n = len(line)
+        if n > size:
+            dropped += 1
+            continue
+        if length + 1 + n > size:
+            payloads.append(b"\n".join(current))
+            current = []
+            length = -1
+        current.append(line)
+        length += 1 + n
+    if current:
+        payloads.append(b"\n".join(current))
+    return payloads, dropped
+
+
+def _simple_line(line, lineno, ts):
+    """A line with no quote and no backslash: split on spaces."""
+    parts = line.split(b" ")
+    if b"" in parts:
+        parts = [p for p in parts if p]
+        if not parts or parts[0][:1] == b"#":
+            return None
+    elif parts[0][:1] == b"#":
+        return None
+    n = len(parts)
+    if n == 3:
+        if b"=" not in parts[1]:
+            raise LineProtocolError(lineno, line, "invalid field format")
+        if _TIMESTAMP.match(parts[2]) is None:
+            raise LineProtocolError(lineno, line, "bad timestamp")
+    elif n == 2:
+        if b"=" not in parts[1]:
+            raise LineProtocolError(lineno, line, "missing fields")
+    elif n < 2:
+        if not line.strip():
+            return None  # whitespace only: a blank line
+        raise LineProtocolError(lineno, line, "missing fields")
+    else:
+        raise LineProtocolError(lineno, line, "invalid field format")
+    key = parts[0]
+    if key[:1] == b"," or b"=" in parts[1][:1]:
+        raise LineProtocolError(lineno, line, "missing measurement" if key[:1] == b"," else "missing field key")
+    if n == 3:
+        return line
+    return line.rstrip(b" ") + b" " + ts
+
+
+def _match_line(line, lineno, ts):
+    """A line with escapes: let the full pattern decide."""
+    if not line.strip() or line.lstrip()[:1] == b"#":
+        return None
+    m = _LINE.match(line)
+    if m is None or m.end() != len(line):
+        raise LineProtocolError(lineno, line, _reason(line))
+    if m.group("ts") is not None:
+        return line
+    return line.rstrip(b" ") + b" " + ts
+
+
+def _scan_quoted(body, ts):
+    """The general case: a quoted string may hold a newline."""
+    out = []
+    changed = False
+    pos = 0
+    end = len(body)
+    match = _LINE.match
+    while pos <= end:
+        nl = body.find(b"\n", pos)
+        if nl < 0:
+            nl = end
+        head = body[pos:nl]
+        stripped = head.strip()
+        if not stripped or stripped[:1] == b"#":
+            changed = True
+            pos = nl + 1
+            continue
+        m = match(body, pos)
+        if m is None:
+            lineno = body.count(b"\n", 0, pos) + 1
+            raise LineProtocolError(lineno, head.rstrip(b"\r"), _reason(head))
+        stop = m.end()
+        line = body[pos:stop]
+        if m.group("cr"):
+            line = line[:-1]
+            changed = True
+        if m.group("ts") is None:
+            line = line.rstrip(b" ") + b" " + ts
+            changed = True
+        out.append(line)
+        pos = stop + 1
+    return out, changed
+
+
+def _reason(line):
+    """Why a line that the pattern refused is bad, as InfluxDB would say it."""
+    text = line.strip()
+    if text[:1] == b",":
+        return "missing measurement"
+    if not re.search(rb"(?<!\\) ", text):
+        return "missing fields"
+    if text.count(b'"') % 2:
+        return "unbalanced quotes"
+    return "invalid field format"

@@ -1,0 +1,86 @@
+"""The UDP listener: line protocol datagrams, stamped and copied to every output."""
+
+import logging
+import socket
+import time
+
+from gevent import socket as gsocket
+from gevent.server import DatagramServer
+
+from . import lineprotocol
+from .errors import LineProtocolError
+
+log = logging.getLogger(__name__)
+
+
+class UDPOutput(object):
+    """A UDP destination, resolved once at start."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.name = cfg.name
+        self.mtu = cfg.mtu
+        family, _, _, _, addr = socket.getaddrinfo(cfg.host, cfg.port, 0, socket.SOCK_DGRAM)[0]
+        self.address = addr
+        self.sock = gsocket.socket(family, socket.SOCK_DGRAM)
+        self.sent = 0
+        self.dropped = 0
+
+    def __str__(self):
+        return self.name
+
+    def send(self, lines):
+        payloads, too_long = lineprotocol.pack(lines, self.mtu)
+        if too_long:
+            self.dropped += too_long
+            log.warning(
+                "udp output %s: dropped %d line(s) longer than its mtu (%d bytes)",
+                self, too_long, self.mtu,
+            )
+        for payload in payloads:
+            try:
+                self.sock.sendto(payload, self.address)
+                self.sent += 1
+            except OSError as e:
+                self.dropped += 1
+                log.warning("udp output %s: send failed: %s", self, e)
+
+    def close(self):
+        self.sock.close()
+
+
+class UDPListener(DatagramServer):
+    """One ``[[udp]]`` section, listening."""
+
+    def __init__(self, cfg, outputs=None):
+        # Datagrams are handled in the loop that reads them (no greenlet
+        # each): handling never waits on the network, and order is kept.
+        super().__init__((cfg.host, cfg.port), spawn=None)
+        self.cfg = cfg
+        self.name = cfg.name
+        self.precision = cfg.precision
+        self.outputs = tuple(outputs) if outputs is not None else tuple(UDPOutput(o) for o in cfg.outputs)
+        self.malformed = 0
+
+    def init_socket(self):
+        super().init_socket()
+        if self.cfg.read_buffer:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.cfg.read_buffer)
+
+    def handle(self, data, address):
+        ts = lineprotocol.stamp(self.precision, time.time_ns())
+        try:
+            lines, _ = lineprotocol.scan(data, ts)
+        except LineProtocolError as e:
+            self.malformed += 1
+            log.warning("udp %s: dropped a datagram from %s: %s", self.name, address[0], e)
+            return
+        if not lines:
+            return
+        for output in self.outputs:
+            output.send(lines)
+
+    def stop(self, timeout=None):
+        super().stop(timeout=timeout)
+        for output in self.outputs:
+            output.close()
