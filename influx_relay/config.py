@@ -4,14 +4,28 @@
 relay reads the TOML dict. Every error is a :class:`ConfigError` whose text is
 one line naming the file, the key path and the bad value.
 
-INTERFACE ONLY (to be implemented): the dataclasses below are the contract the
-rest of the relay codes against.
+Both file shapes in use today load: the original influxdb-relay one (``output =
+[{...}]`` with ``location`` the full ``/write`` URL) and the veepee-oss one
+(``[[http.output]]`` with ``location`` a base URL and optional ``endpoints``).
+Every setting is documented, with its default, in ``sample.toml``.
 """
 
-from dataclasses import dataclass, field
+import difflib
+import ipaddress
+import json
+import os
+import re
+from dataclasses import asdict, dataclass
+from decimal import Decimal
 from typing import Optional, Tuple
+from urllib.parse import urlsplit
 
-from .errors import ConfigError  # noqa: F401
+try:
+    import tomllib
+except ImportError:  # Python < 3.11
+    import tomli as tomllib
+
+from .errors import ConfigError
 
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_MAX_BODY_SIZE = 25 * 1024 * 1024
@@ -93,9 +107,529 @@ class Config:
     udp: Tuple[UDPListener, ...] = ()
 
 
+# ---------------------------------------------------------------------------
+# Loading
+
 def load(path):
-    raise NotImplementedError
+    """Read, parse and validate the TOML file at ``path``; return a :class:`Config`.
+
+    ``path`` is quoted in error messages exactly as given.
+    """
+    name = os.fspath(path)
+    try:
+        with open(name, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ConfigError("%s: cannot read: %s" % (name, e.strerror or e)) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            "%s: not UTF-8 text (byte 0x%02x at offset %d)" % (name, data[e.start], e.start)
+        ) from None
+    return loads(text, name)
 
 
 def loads(text, path="<string>"):
-    raise NotImplementedError
+    """Parse and validate TOML ``text``; ``path`` names it in error messages."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError("%s: invalid TOML: %s" % (path, e)) from None
+    values = _read_table(_At(path), doc, _TOP_KEYS)
+    if not values.get("http") and not values.get("udp"):
+        raise ConfigError("%s: no [[http]] or [[udp]] listener is configured" % path)
+    return Config(path=path, **values)
+
+
+# ---------------------------------------------------------------------------
+# Where we are in the file, for error messages
+
+@dataclass(frozen=True)
+class _At:
+    """A file name and a key path such as ``http[0].output[1].timeout``."""
+
+    file: str
+    path: str = ""
+
+    def key(self, name):
+        if not _BARE_KEY.fullmatch(name):
+            name = json.dumps(name, ensure_ascii=False)
+        return _At(self.file, "%s.%s" % (self.path, name) if self.path else name)
+
+    def index(self, i):
+        return _At(self.file, "%s[%d]" % (self.path, i))
+
+    def error(self, msg):
+        if self.path:
+            return ConfigError("%s: %s: %s" % (self.file, self.path, msg))
+        return ConfigError("%s: %s" % (self.file, msg))
+
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_MAX_SHOWN = 80
+
+
+def _show(value):
+    """A value as the user wrote it in TOML, cut short if long."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        if len(value) > _MAX_SHOWN:
+            value = value[:_MAX_SHOWN] + "..."
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return str(value)
+
+
+def _wrong_type(at, value, expected):
+    if isinstance(value, (dict, list)):
+        return at.error("must be %s, not %s" % (expected, _show(value)))
+    return at.error("%s must be %s" % (_show(value), expected))
+
+
+# ---------------------------------------------------------------------------
+# Tables
+
+def _read_table(at, table, keys, required=()):
+    """Validate ``table`` against ``keys`` (TOML key -> validator).
+
+    Returns ``{field_name: value}`` for the keys present, the field name being
+    the TOML key with "-" turned into "_". Unknown keys are errors, with a
+    suggestion, so that a typo never silently disables a setting.
+    """
+    for name in table:
+        if name not in keys:
+            raise at.key(name).error("unknown key (%s)" % _suggest(name, keys))
+    for name in required:
+        if name not in table:
+            raise at.key(name).error("required key is missing")
+    return {
+        name.replace("-", "_"): validate(at.key(name), table[name])
+        for name, validate in keys.items()
+        if name in table
+    }
+
+
+def _suggest(name, known):
+    close = difflib.get_close_matches(name, known, n=1)
+    if close:
+        return "did you mean %s?" % json.dumps(close[0])
+    return "known keys: %s" % ", ".join(sorted(known))
+
+
+def _array_of_tables(at, value, example):
+    if not isinstance(value, list):
+        raise _wrong_type(at, value, "an array of tables (%s)" % example)
+    for i, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise _wrong_type(at.index(i), item, "a table")
+    return value
+
+
+def _check_unique_names(items):
+    """``items`` is a list of (at, name, kind); two with one name is an error."""
+    seen = {}
+    for at, name, kind in items:
+        if name in seen:
+            raise at.key("name").error(
+                "%s is used by %s %s too" % (_show(name), kind, seen[name].path)
+            )
+        seen[name] = at
+
+
+# ---------------------------------------------------------------------------
+# Scalar validators: each takes (at, value) and returns the value to store
+
+def _string(at, value):
+    if not isinstance(value, str):
+        raise _wrong_type(at, value, "a string")
+    return value
+
+
+def _name(at, value):
+    if not _string(at, value):
+        raise at.error("must not be empty")
+    return value
+
+
+def _optional_string(at, value):
+    return _string(at, value) or None
+
+
+def _bool(at, value):
+    if not isinstance(value, bool):
+        raise _wrong_type(at, value, "true or false")
+    return value
+
+
+def _int(at, value, minimum, maximum=None):
+    if isinstance(value, bool) or not isinstance(value, int):  # TOML true is no integer
+        raise _wrong_type(at, value, "an integer")
+    if maximum is None and value < minimum:
+        raise at.error("%d must be at least %d" % (value, minimum))
+    if maximum is not None and not minimum <= value <= maximum:
+        raise at.error("%d must be between %d and %d" % (value, minimum, maximum))
+    return value
+
+
+def _integer(minimum, maximum=None):
+    """A validator for an integer in [minimum, maximum]."""
+    return lambda at, value: _int(at, value, minimum, maximum)
+
+
+_DURATION_UNITS_NS = {
+    "ns": 1,
+    "us": 1000,
+    "\u00b5s": 1000,  # µs, MICRO SIGN, as Go accepts
+    "\u03bcs": 1000,  # μs, GREEK SMALL LETTER MU, as Go accepts
+    "ms": 1000 ** 2,
+    "s": 1000 ** 3,
+    "m": 60 * 1000 ** 3,
+    "h": 3600 * 1000 ** 3,
+}
+_DURATION_PART = re.compile(r"([0-9]*(?:\.[0-9]*)?)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
+_DURATION = re.compile(r"\+?(?:%s)+" % _DURATION_PART.pattern)
+
+
+def parse_duration(text):
+    """Go's ``time.ParseDuration`` for non-negative durations, in float seconds.
+
+    Raises ValueError for anything else ("10x", "", "-1s", "10").
+    """
+    if text == "0":
+        return 0.0
+    if not _DURATION.fullmatch(text):
+        raise ValueError(text)
+    total_ns = Decimal(0)
+    for number, unit in _DURATION_PART.findall(text.lstrip("+")):
+        if number in ("", "."):
+            raise ValueError(text)
+        total_ns += Decimal(number) * _DURATION_UNITS_NS[unit]
+    return float(total_ns / 10 ** 9)
+
+
+def _duration(at, value):
+    _string(at, value)
+    try:
+        return parse_duration(value)
+    except ValueError:
+        raise at.error('%s is not a duration (e.g. "10s", "500ms")' % _show(value)) from None
+
+
+def _positive_duration(at, value):
+    seconds = _duration(at, value)
+    if seconds <= 0:
+        raise at.error("%s must be longer than 0" % _show(value))
+    return seconds
+
+
+_SIZE_UNITS = {
+    "b": 1,
+    "k": 1024, "kb": 1024, "kib": 1024,
+    "m": 1024 ** 2, "mb": 1024 ** 2, "mib": 1024 ** 2,
+    "g": 1024 ** 3, "gb": 1024 ** 3, "gib": 1024 ** 3,
+}
+_SIZE = re.compile(r"([0-9]+(?:\.[0-9]+)?) ?([A-Za-z]+)")
+
+
+def _byte_size(at, value):
+    """Bytes: a positive integer, or a string such as "25MB" (1 MB = 1024 KB)."""
+    if isinstance(value, str):
+        match = _SIZE.fullmatch(value.strip())
+        unit = match and _SIZE_UNITS.get(match.group(2).lower())
+        if not unit:
+            raise at.error('%s is not a size (e.g. 26214400, "25MB", "512KB", "1GiB")'
+                           % _show(value))
+        size = int(Decimal(match.group(1)) * unit)
+        if size < 1:
+            raise at.error("%s must be at least 1 byte" % _show(value))
+        return size
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _wrong_type(at, value, 'an integer or a string such as "25MB"')
+    return _int(at, value, 1)
+
+
+def _precision(at, value):
+    if _string(at, value) not in PRECISIONS:
+        raise at.error("%s is not a precision (one of %s)" % (_show(value), ", ".join(PRECISIONS)))
+    return value
+
+
+def _readable_file(at, value):
+    """A path that can be opened for reading now (checked once, at load)."""
+    if not _string(at, value):
+        raise at.error("must not be empty")
+    try:
+        with open(value, "rb"):
+            pass
+    except OSError as e:
+        raise at.error("%s cannot be read: %s" % (_show(value), e.strerror or e)) from None
+    return value
+
+
+# ---------------------------------------------------------------------------
+# Addresses, in Go's host:port syntax
+
+_HOSTNAME = re.compile(r"[A-Za-z0-9._-]+")
+
+
+def _split_host_port(text):
+    """Split Go-style "host:port", "[v6]:port", ":port" into (host, port text).
+
+    The port text is None when there is no ":port". Raises ValueError with the
+    reason, phrased to follow the quoted address.
+    """
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise ValueError('has no closing "]"')
+        host, rest = text[1:end], text[end + 1:]
+        if rest and not rest.startswith(":"):
+            raise ValueError('has %s after "]"' % _show(rest))
+        if not _is_ipv6(host):
+            raise ValueError("has %s in brackets, which is not an IPv6 address" % _show(host))
+        return host, rest[1:] if rest else None
+    if "/" in text:
+        raise ValueError('is not a "host:port" address')
+    if text.count(":") > 1:
+        host, _, port = text.rpartition(":")
+        if not _is_ipv6(host):  # "::1" or "fe80::1": no port was given
+            host, port = text, "port"
+        raise ValueError('has an IPv6 address without brackets (write "[%s]:%s")' % (host, port))
+    host, colon, port = text.partition(":")
+    if host and not _HOSTNAME.fullmatch(host):
+        raise ValueError("has an invalid host %s" % _show(host))
+    return host, port if colon else None
+
+
+def _is_ipv6(host):
+    try:
+        ipaddress.IPv6Address(host.split("%", 1)[0])  # without a zone, "fe80::1%eth0"
+    except ValueError:
+        return False
+    return True
+
+
+def _port(port, minimum):
+    """The port number, or a ValueError reason."""
+    if not port:
+        raise ValueError("is missing a port")
+    if not port.isascii() or not port.isdigit():
+        raise ValueError("port %s is not a number" % _show(port))
+    if not minimum <= int(port) <= 65535:
+        raise ValueError("port out of range (%d-65535)" % minimum)
+    return int(port)
+
+
+def _address(at, value, listen):
+    """(host, port) of a bind-addr (``listen``: any host, port 0 allowed) or a
+    UDP output location (a host and a port from 1 are required)."""
+    _string(at, value)
+    try:
+        host, port = _split_host_port(value)
+        if not host and not listen:
+            raise ValueError("has no host")
+        port = _port(port, 0 if listen else 1)
+    except ValueError as reason:
+        raise at.error("%s %s" % (_show(value), reason)) from None
+    return host, port
+
+
+def _bind_addr(at, value):
+    return _address(at, value, listen=True)
+
+
+def _udp_location(at, value):
+    return _address(at, value, listen=False)
+
+
+def _check_unique_binds(listeners):
+    """Two listeners of one protocol may not bind one port on one host (a
+    wildcard host overlaps every host). Port 0 is ephemeral and never clashes.
+    ``listeners`` is a list of (at, listener)."""
+    wildcards = ("", "0.0.0.0", "::")
+    for i, (at, listener) in enumerate(listeners):
+        for other_at, other in listeners[:i]:
+            if listener.port and listener.port == other.port and (
+                listener.host == other.host
+                or listener.host in wildcards
+                or other.host in wildcards
+            ):
+                raise at.key("bind-addr").error(
+                    "%s is also bound by listener %s (%s)"
+                    % (_show(listener.bind_addr), other_at.path, _show(other.bind_addr))
+                )
+
+
+# ---------------------------------------------------------------------------
+# HTTP outputs: location and endpoints
+
+_ENDPOINT_KEYS = {name: _string for name in ("write", "ping", "query", "write_prom")}
+
+
+def _endpoints(at, value):
+    """The inline ``endpoints`` table: any subset of write, ping, query, write_prom."""
+    if not isinstance(value, dict):
+        raise _wrong_type(at, value, "a table (e.g. {write=\"/write\", ping=\"/ping\"})")
+    paths = _read_table(at, value, _ENDPOINT_KEYS)
+    for name, path in paths.items():
+        if not path.startswith("/") or "?" in path or "#" in path or _has_space(path):
+            raise at.key(name).error('%s is not a path starting with "/"' % _show(path))
+    return paths
+
+
+def _has_space(text):
+    return any(c.isspace() for c in text)
+
+
+def _http_location(at, location, endpoints):
+    """(scheme, host, port, Endpoints) from an output's location and endpoints.
+
+    Without ``endpoints``, a location whose path ends in "/write" is the full
+    write URL of the original influxdb-relay; any other location is a base URL
+    whose path prefixes every default endpoint.
+    """
+    shown = _show(location)
+    if not location.lower().startswith(("http://", "https://")):
+        raise at.error("%s is not an http or https URL" % shown)
+    try:
+        parts = urlsplit(location)
+    except ValueError:
+        raise at.error("%s is not a valid URL" % shown) from None
+    if "?" in location or "#" in location:
+        raise at.error("%s must not have a query string or fragment" % shown)
+    if _has_space(location):
+        raise at.error("%s must not contain spaces" % shown)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo = netloc.rpartition("@")[0]
+        masked = location.replace(userinfo + "@", userinfo.partition(":")[0] + ":***@", 1)
+        raise at.error("%s: credentials in the URL are not supported" % _show(masked))
+    try:
+        host, port = _split_host_port(netloc)
+        if not host:
+            raise ValueError("has no host")
+        port = _port(port, 1) if port is not None else _DEFAULT_PORTS[parts.scheme]
+    except ValueError as reason:
+        raise at.error("%s %s" % (shown, reason)) from None
+
+    path = parts.path
+    if endpoints is None and path.endswith("/write"):
+        prefix = path[: -len("/write")]  # the original format: the full write URL
+    else:
+        prefix = path.rstrip("/")
+    paths = asdict(Endpoints())
+    paths.update(endpoints or {})
+    resolved = Endpoints(**{name: prefix + p for name, p in paths.items()})
+    return parts.scheme, host, port, resolved
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+# ---------------------------------------------------------------------------
+# Sections. Each table maps a TOML key to its validator; the key, with "-"
+# turned into "_", is the dataclass field. A new plain setting is one line
+# here plus its field (with its default) in the dataclass.
+
+def _http_output(at, table):
+    values = _read_table(at, table, _HTTP_OUTPUT_KEYS, required=("name", "location"))
+    scheme, host, port, endpoints = _http_location(
+        at.key("location"), values["location"], values.pop("endpoints", None)
+    )
+    return HTTPOutput(scheme=scheme, host=host, port=port, endpoints=endpoints, **values)
+
+
+def _udp_output(at, table):
+    values = _read_table(at, table, _UDP_OUTPUT_KEYS, required=("name", "location"))
+    host, port = _udp_location(at.key("location"), values["location"])
+    return UDPOutput(host=host, port=port, **values)
+
+
+def _outputs(build, example):
+    """A validator for a listener's non-empty ``output`` array."""
+
+    def validate(at, value):
+        _array_of_tables(at, value, example)
+        if not value:
+            raise at.error("must not be empty")
+        items = [(at.index(i), build(at.index(i), table)) for i, table in enumerate(value)]
+        _check_unique_names([(item_at, out.name, "output") for item_at, out in items])
+        return tuple(out for _, out in items)
+
+    return validate
+
+
+def _http_listener(at, table):
+    values = _read_table(at, table, _HTTP_LISTENER_KEYS, required=("bind-addr", "output"))
+    host, port = _bind_addr(at.key("bind-addr"), values["bind_addr"])
+    values.setdefault("name", values["bind_addr"])
+    values["outputs"] = values.pop("output")
+    return HTTPListener(host=host, port=port, **values)
+
+
+def _udp_listener(at, table):
+    values = _read_table(at, table, _UDP_LISTENER_KEYS, required=("bind-addr", "output"))
+    host, port = _bind_addr(at.key("bind-addr"), values["bind_addr"])
+    values.setdefault("name", values["bind_addr"])
+    values["outputs"] = values.pop("output")
+    return UDPListener(host=host, port=port, **values)
+
+
+def _listeners(build, example):
+    """A validator for a top-level array of listeners of one protocol."""
+
+    def validate(at, value):
+        _array_of_tables(at, value, example)
+        items = [(at.index(i), build(at.index(i), table)) for i, table in enumerate(value)]
+        _check_unique_binds(items)
+        _check_unique_names([(item_at, lst.name, "listener") for item_at, lst in items])
+        return tuple(lst for _, lst in items)
+
+    return validate
+
+
+_HTTP_OUTPUT_KEYS = {
+    "name": _name,
+    "location": _string,  # split into scheme, host, port and endpoints above
+    "endpoints": _endpoints,
+    "timeout": _positive_duration,
+    "skip-tls-verification": _bool,
+    "pool-size": _integer(1),
+    "buffer-size-mb": _integer(0),
+    "max-batch-kb": _integer(1),
+    "max-delay-interval": _positive_duration,
+}
+
+_HTTP_LISTENER_KEYS = {
+    "name": _name,
+    "bind-addr": _string,  # split into host and port above
+    "ssl-combined-pem": _readable_file,
+    "default-retention-policy": _optional_string,
+    "max-body-size": _byte_size,
+    "read-timeout": _positive_duration,
+    "output": _outputs(_http_output, "[[http.output]]"),
+}
+
+_UDP_OUTPUT_KEYS = {
+    "name": _name,
+    "location": _string,  # split into host and port above
+    "mtu": _integer(64, 65507),
+}
+
+_UDP_LISTENER_KEYS = {
+    "name": _name,
+    "bind-addr": _string,  # split into host and port above
+    "read-buffer": _integer(0),
+    "precision": _precision,
+    "output": _outputs(_udp_output, "[[udp.output]]"),
+}
+
+_TOP_KEYS = {
+    "http": _listeners(_http_listener, "[[http]]"),
+    "udp": _listeners(_udp_listener, "[[udp]]"),
+}
