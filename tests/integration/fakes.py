@@ -1,0 +1,145 @@
+"""Scripted fake InfluxDB servers for faults a real one cannot easily produce.
+
+A :class:`FakeBackend` speaks just enough HTTP/1.1 (keep-alive, Content-Length
+and chunked bodies) and answers each request by its current ``mode``:
+
+* ``("status", code, body)``: that status (``body`` bytes, JSON type);
+* ``"hang"``: read the request, then never answer;
+* ``"reset"``: read the request, then close the connection with RST;
+* ``"garbage"``: answer bytes that are not HTTP, then close;
+* ``("slow", seconds, code)``: answer ``code`` after ``seconds``.
+
+``stop()`` closes the port (connections refused); ``start()`` again reopens the
+same port. Every request is recorded in ``requests``.
+"""
+
+import socket
+import struct
+from collections import namedtuple
+
+import gevent
+from gevent.server import DatagramServer, StreamServer
+
+Request = namedtuple("Request", "method path query headers body")
+
+
+class FakeBackend(object):
+    def __init__(self, mode=("status", 204, b""), port=0):
+        self.mode = mode
+        self.port = port
+        self.requests = []
+        self.server = None
+        self._conns = set()
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d" % self.port
+
+    def start(self):
+        self.server = StreamServer(("127.0.0.1", self.port), self._handle)
+        self.server.init_socket()
+        self.server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.server.start()
+        self.port = self.server.server_port
+
+    def stop(self):
+        if self.server is not None:
+            self.server.stop(timeout=0)
+            self.server = None
+        for conn in list(self._conns):
+            _close(conn)
+
+    @property
+    def bodies(self):
+        return [r.body for r in self.requests if r.path.endswith("/write")]
+
+    @property
+    def lines(self):
+        return [line for body in self.bodies for line in body.split(b"\n") if line]
+
+    def _handle(self, conn, address):
+        self._conns.add(conn)
+        rfile = conn.makefile("rb")
+        try:
+            while True:
+                request = _read_request(rfile)
+                if request is None:
+                    return
+                self.requests.append(request)
+                mode = self.mode
+                if mode == "hang":
+                    gevent.sleep(3600)
+                    return
+                if mode == "reset":
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    return
+                if mode == "garbage":
+                    conn.sendall(b"\x00\x01this is not http\r\n\r\n")
+                    return
+                if mode[0] == "slow":
+                    gevent.sleep(mode[1])
+                    mode = ("status", mode[2], b"")
+                _, code, body = mode
+                head = "HTTP/1.1 %d X\r\nContent-Length: %d\r\n" % (code, len(body))
+                if body:
+                    head += "Content-Type: application/json\r\n"
+                conn.sendall(head.encode() + b"\r\n" + body)
+        except OSError:
+            return
+        finally:
+            self._conns.discard(conn)
+            rfile.close()
+            _close(conn)
+
+
+def _close(conn):
+    try:
+        conn.close()
+    except OSError:
+        pass
+
+
+def _read_request(rfile):
+    line = rfile.readline(65536)
+    if not line:
+        return None
+    method, target, _ = line.decode("latin-1").split(" ", 2)
+    headers = {}
+    while True:
+        h = rfile.readline(65536)
+        if h in (b"\r\n", b"\n", b""):
+            break
+        k, _, v = h.decode("latin-1").partition(":")
+        headers[k.strip().lower()] = v.strip()
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        body = b""
+        while True:
+            size = int(rfile.readline().split(b";")[0], 16)
+            if size == 0:
+                rfile.readline()
+                break
+            body += rfile.read(size)
+            rfile.readline()
+    else:
+        body = rfile.read(int(headers.get("content-length", 0)))
+    path, _, query = target.partition("?")
+    return Request(method, path, query, headers, body)
+
+
+class UDPSink(DatagramServer):
+    """Records every datagram it receives."""
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0))
+        self.datagrams = []
+
+    @property
+    def location(self):
+        return "127.0.0.1:%d" % self.server_port
+
+    def handle(self, data, address):
+        self.datagrams.append(data)
+
+    @property
+    def lines(self):
+        return [line for d in self.datagrams for line in d.split(b"\n") if line]
