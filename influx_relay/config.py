@@ -33,6 +33,7 @@ DEFAULT_POOL_SIZE = 64
 DEFAULT_MTU = 1024
 DEFAULT_MAX_BATCH_KB = 512
 DEFAULT_MAX_DELAY_INTERVAL = 10.0
+DEFAULT_SHUTDOWN_TIMEOUT = 10.0
 PRECISIONS = ("n", "ns", "u", "us", "ms", "s", "m", "h")
 
 
@@ -60,6 +61,10 @@ class HTTPOutput:
     buffer_size_mb: int = 0                   # 0: no retry buffer
     max_batch_kb: int = DEFAULT_MAX_BATCH_KB
     max_delay_interval: float = DEFAULT_MAX_DELAY_INTERVAL
+    buffer_path: Optional[str] = None         # a directory: the buffer lives on disk
+    buffer_max_age: float = 0.0               # seconds; 0: buffered writes never expire
+    buffer_sync: str = "1s"                   # "write", "os", or an interval
+    buffer_sync_interval: float = 1.0         # seconds, when buffer_sync is an interval
 
     @property
     def base_url(self):
@@ -105,6 +110,7 @@ class Config:
     path: str
     http: Tuple[HTTPListener, ...] = ()
     udp: Tuple[UDPListener, ...] = ()
+    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT  # seconds, see sample.toml
 
 
 # ---------------------------------------------------------------------------
@@ -536,11 +542,31 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 # turned into "_", is the dataclass field. A new plain setting is one line
 # here plus its field (with its default) in the dataclass.
 
+def _buffer_sync(at, value):
+    """ "write" (fsync before answering), "os" (never fsync), or an fsync interval."""
+    _string(at, value)
+    if value in ("write", "os"):
+        return value
+    try:
+        if parse_duration(value) > 0:
+            return value
+    except ValueError:
+        pass
+    raise at.error('%s is not "write", "os" or an interval such as "1s"' % _show(value))
+
+
 def _http_output(at, table):
     values = _read_table(at, table, _HTTP_OUTPUT_KEYS, required=("name", "location"))
     scheme, host, port, endpoints = _http_location(
         at.key("location"), values["location"], values.pop("endpoints", None)
     )
+    if values.get("buffer_path") and not values.get("buffer_size_mb"):
+        raise at.key("buffer-path").error(
+            "a disk buffer needs buffer-size-mb (its size limit) greater than 0"
+        )
+    sync = values.get("buffer_sync")
+    if sync and sync not in ("write", "os"):
+        values["buffer_sync_interval"] = parse_duration(sync)
     return HTTPOutput(scheme=scheme, host=host, port=port, endpoints=endpoints, **values)
 
 
@@ -603,6 +629,9 @@ _HTTP_OUTPUT_KEYS = {
     "buffer-size-mb": _integer(0),
     "max-batch-kb": _integer(1),
     "max-delay-interval": _positive_duration,
+    "buffer-path": _string,
+    "buffer-max-age": _duration,
+    "buffer-sync": _buffer_sync,
 }
 
 _HTTP_LISTENER_KEYS = {
@@ -632,4 +661,5 @@ _UDP_LISTENER_KEYS = {
 _TOP_KEYS = {
     "http": _listeners(_http_listener, "[[http]]"),
     "udp": _listeners(_udp_listener, "[[udp]]"),
+    "shutdown-timeout": _duration,
 }

@@ -1,0 +1,73 @@
+"""Retry buffers: what an output's backend has not acknowledged yet, in order.
+
+A buffer holds :class:`Entry` objects, oldest first. An entry is one write
+(its endpoint, query string, credentials and body) for one backend. Its state
+says whether it may be sent:
+
+* ``PENDING``: a direct request with this write is still in flight to the
+  backend; the entry waits in line so that later writes cannot overtake it,
+  and becomes ``DONE`` or ``READY`` when that request ends;
+* ``READY``: to be sent by the output's retry loop;
+* ``DONE``: acknowledged, to be forgotten when it reaches the head.
+
+Two implementations: :class:`~.memory.MemoryBuffer` (the seed's) and
+:class:`~.disk.DiskBuffer` (survives restarts).
+"""
+
+import time
+
+from gevent.event import Event
+
+from ..errors import RelayError
+
+PENDING = "pending"
+READY = "ready"
+DONE = "done"
+
+
+class BufferFull(RelayError):
+    """An entry that would take the buffer over its size limit."""
+
+
+class Entry(object):
+    """One write waiting for one backend."""
+
+    __slots__ = ("key", "body", "size", "created", "state", "changed", "ref")
+
+    def __init__(self, key, body, state=READY, created=None):
+        self.key = key  # (endpoint, query, headers as a tuple of pairs)
+        self.body = body
+        self.size = len(body)
+        self.created = time.time() if created is None else created
+        self.state = state
+        self.changed = None  # an Event, made only when someone waits on a PENDING entry
+        self.ref = None  # where a disk buffer keeps it
+
+    def settle(self, ok):
+        """The direct request this entry stood for has ended."""
+        self.state = DONE if ok else READY
+        if self.changed is not None:
+            self.changed.set()
+
+    def wait(self, timeout=None):
+        """Wait until a PENDING entry settles."""
+        if self.state == PENDING:
+            if self.changed is None:
+                self.changed = Event()
+            self.changed.wait(timeout)
+
+    def __repr__(self):
+        return "<Entry %s %d bytes>" % (self.state, self.size)
+
+
+def make_buffer(output):
+    """The buffer an HTTP output's config asks for, or None."""
+    if output.buffer_path:
+        from .disk import DiskBuffer
+
+        return DiskBuffer(output)
+    if output.buffer_size_mb > 0:
+        from .memory import MemoryBuffer
+
+        return MemoryBuffer(output.buffer_size_mb * 1024 * 1024)
+    return None

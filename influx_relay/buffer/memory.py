@@ -1,0 +1,84 @@
+"""The in-memory retry buffer: a deque bounded by the bytes it holds."""
+
+from collections import deque
+
+from . import DONE, BufferFull
+
+
+class MemoryBuffer(object):
+    durable = False
+
+    def __init__(self, limit):
+        self.limit = limit
+        self.entries = deque()
+        self.size = 0
+
+    def __len__(self):
+        return len(self.entries)
+
+    def __bool__(self):
+        return bool(self.entries)
+
+    def append(self, entries):
+        """Add entries at the tail, all or none; :class:`BufferFull` if they don't fit."""
+        size = sum(e.size for e in entries)
+        if self.size + size > self.limit:
+            raise BufferFull(
+                "buffer full (%d of %d bytes used, %d more asked)" % (self.size, self.limit, size)
+            )
+        self.entries.extend(entries)
+        self.size += size
+
+    def sync(self):
+        """Nothing to make durable."""
+
+    def head(self):
+        """The oldest entry still to deliver (DONE ones are dropped), or None."""
+        entries = self.entries
+        while entries and entries[0].state == DONE:
+            self.size -= entries.popleft().size
+        return entries[0] if entries else None
+
+    def batch(self, max_bytes):
+        """The longest run of READY entries from the head with one key, within ``max_bytes``.
+
+        The head entry is always included, however large.
+        """
+        first = self.head()
+        out = [first]
+        size = first.size
+        for entry in self._after_head():
+            if entry.state != first.state or entry.key != first.key or size + entry.size > max_bytes:
+                break
+            out.append(entry)
+            size += entry.size
+        return out
+
+    def _after_head(self):
+        it = iter(self.entries)
+        next(it)
+        return it
+
+    def body(self, entry):
+        return entry.body
+
+    def remove(self, entries):
+        """Forget the first ``len(entries)`` entries (a batch that was delivered or dropped)."""
+        for entry in entries:
+            # A flush may have emptied the buffer while the batch was out.
+            if self.entries and self.entries[0] is entry:
+                self.size -= self.entries.popleft().size
+
+    def oldest(self):
+        head = self.head()
+        return head.created if head is not None else None
+
+    def clear(self):
+        """Drop everything; return (entries, bytes) dropped."""
+        n, size = len(self.entries), self.size
+        self.entries.clear()
+        self.size = 0
+        return n, size
+
+    def close(self):
+        pass
