@@ -1,4 +1,4 @@
-"""Copy one write to every backend and decide what the client hears.
+"""Copy one write to every output and decide what the client hears.
 
 The rules, from influxdb-relay:
 
@@ -8,8 +8,14 @@ The rules, from influxdb-relay:
 * only when every backend failed (5xx or no answer) does the client get a
   5xx, so that the client retries.
 
-Backend requests still in flight after the client was answered run to their
-end; their failures are logged with the backend's name.
+With retry buffers (see :mod:`.output`), a write is sent directly only to the
+outputs whose buffer is empty; the others would let it overtake their backlog.
+Once one backend has acknowledged the write, every other buffered output
+keeps it: queued behind its backlog, or as the failed write to retry, or, while
+its direct request is still in flight, as a PENDING entry holding its place
+in line. When no backend acknowledged the write, no buffer keeps it: the client
+gets the 5xx and owns the retry, so a point the relay stamped can never end up
+twice on one backend and once on another.
 """
 
 import logging
@@ -24,86 +30,147 @@ log = logging.getLogger(__name__)
 
 WRITTEN = Response(204, b"", "")
 NO_BACKEND = error_response(503, "unable to write points")
+ALL_BACKLOGGED = error_response(
+    503, "unable to write points: every backend is still delivering its backlog"
+)
+
+_IN_FLIGHT, _OK, _REJECTED, _FAILED = range(4)
 
 
 class Fanout(object):
-    """The set of backends one listener writes to."""
+    """The outputs of one listener."""
 
-    def __init__(self, backends):
-        self.backends = tuple(backends)
+    def __init__(self, outputs):
+        self.outputs = tuple(outputs)
 
     def write(self, endpoint_of, query, body, headers):
-        """Send ``body`` to every backend; return the :class:`Response` for the client.
+        """Send ``body`` to every output; return the :class:`Response` for the client.
 
-        ``endpoint_of(backend)`` gives the path to post to on that backend.
+        ``endpoint_of(output)`` gives the path to post to on that output's backend.
         """
+        direct = [o for o in self.outputs if o.direct]
+        if not direct:
+            return ALL_BACKLOGGED
         results = Queue()
-        fate = _Fate()
-        for backend in self.backends:
-            gevent.spawn(_send, backend, endpoint_of(backend), query, body, headers, results, fate)
+        sends = []
+        for output in direct:
+            send = _Send(output, endpoint_of(output), results)
+            sends.append(send)
+            gevent.spawn(send.run, query, body, headers)
         failures = []
-        for _ in self.backends:
-            outcome = results.get()
-            response = outcome[1]
-            if response is not None and response.status < 500:
-                fate.decided = True
-                for failure in failures:
-                    _report(*failure)
-                while not results.empty():
-                    _report(*results.get_nowait())
-                return WRITTEN if response.status < 300 else response
-            failures.append(outcome)
+        for _ in sends:
+            send = results.get()
+            if send.state == _FAILED:
+                failures.append(send)
+                continue
+            # Decided. From here the other sends settle or report themselves.
+            for s in sends:
+                s.decided = True
+            synced = ()
+            if send.state == _OK:
+                synced = self._hold_for_the_others(send, sends, endpoint_of, query, body, headers)
+            for s in sends:
+                if s is not send and s.state != _IN_FLIGHT:
+                    s.report()
+            for output in synced:
+                output.sync()
+            return WRITTEN if send.state == _OK else send.response
+        for s in sends:
+            s.decided = True
         return _all_failed(failures)
 
-    def close(self):
-        for backend in self.backends:
-            backend.close()
+    def _hold_for_the_others(self, acked, sends, endpoint_of, query, body, headers):
+        """The write is acknowledged: every buffered output that lacks it keeps it.
+
+        Returns the outputs that took it, to be synced (this must not yield).
+        """
+        by_output = {s.output: s for s in sends}
+        header_key = tuple(sorted(headers.items()))
+        held = []
+        for output in self.outputs:
+            if output is acked.output or not output.has_buffer:
+                continue
+            send = by_output.get(output)
+            if send is not None and send.state in (_OK, _REJECTED):
+                continue
+            key = (endpoint_of(output), query, header_key)
+            pending = send is not None and send.state == _IN_FLIGHT
+            entry = output.hold(key, body, pending=pending)
+            if send is not None:
+                send.entry = entry
+            if entry is not None:
+                held.append(output)
+        return held
+
+    def start(self):
+        for output in self.outputs:
+            output.start()
+
+    def close(self, timeout=0):
+        jobs = [gevent.spawn(output.close, timeout) for output in self.outputs]
+        gevent.joinall(jobs)
 
 
-class _Fate(object):
-    """Whether the client of one write has had its answer yet."""
+class _Send(object):
+    """One direct request of one write to one output."""
 
-    __slots__ = ("decided",)
+    __slots__ = ("output", "endpoint", "results", "state", "response", "error", "decided", "entry")
 
-    def __init__(self):
+    def __init__(self, output, endpoint, results):
+        self.output = output
+        self.endpoint = endpoint
+        self.results = results
+        self.state = _IN_FLIGHT
+        self.response = self.error = self.entry = None
         self.decided = False
 
+    def run(self, query, body, headers):
+        try:
+            self.response = self.output.backend.post(self.endpoint, query, body, headers)
+        except BackendError as e:
+            self.error = e
+        except Exception as e:  # a bug must not leave the client waiting
+            log.exception("%s: unexpected error while writing", self.output)
+            self.error = BackendError(self.output, "internal error: %s" % e)
+        if self.error is not None or self.response.status >= 500:
+            self.state = _FAILED
+        elif self.response.status >= 300:
+            self.state = _REJECTED
+        else:
+            self.state = _OK
+        if not self.decided:
+            self.results.put(self)
+            return
+        # The client has its answer; what follows is this output's business.
+        if self.entry is not None:
+            self.entry.settle(self.state == _OK)
+        elif self.state != _OK:
+            self.report()
 
-def _send(backend, endpoint, query, body, headers, results, fate):
-    response = error = None
-    try:
-        response = backend.post(endpoint, query, body, headers)
-    except BackendError as e:
-        error = e
-    except Exception as e:  # a bug must not leave the client waiting
-        log.exception("%s: unexpected error while writing", backend)
-        error = BackendError(backend, "internal error: %s" % e)
-    if fate.decided:
-        # The client has its answer; this backend's outcome is ours to report.
-        _report(backend, response, error)
-    else:
-        results.put((backend, response, error))
-
-
-def _report(backend, response, error):
-    """Log a backend's failure to take a write."""
-    if error is not None:
-        log.warning("write to %s failed: %s", backend, error.reason)
-    elif response.status >= 300:
-        log.warning(
-            "write to %s failed: HTTP %d: %s", backend, response.status, _snippet(response.body)
-        )
+    def report(self):
+        """Log a failure to take the write, saying whether it is kept for a retry."""
+        if self.state == _OK:
+            return
+        if self.error is not None:
+            reason = self.error.reason
+        else:
+            reason = "HTTP %d: %s" % (self.response.status, _snippet(self.response.body))
+        if self.entry is not None:
+            log.warning("write to %s failed: %s (buffered for retry)", self.output, reason)
+        else:
+            log.warning("write to %s failed: %s", self.output, reason)
 
 
 def _all_failed(failures):
     """Every backend failed: pick the most useful 5xx for the client."""
     for failure in failures:
-        _report(*failure)
-    for backend, response, error in failures:
+        failure.report()
+    for failure in failures:
+        response = failure.response
         if response is not None and "json" in response.content_type and response.body.strip():
             return response
-    if len(failures) == 1 and failures[0][2] is not None:
-        return error_response(503, "unable to write points: %s" % failures[0][2])
+    if len(failures) == 1 and failures[0].error is not None:
+        return error_response(503, "unable to write points: %s" % failures[0].error)
     return NO_BACKEND
 
 

@@ -60,6 +60,8 @@ class WriteApp(object):
         self.routes = {
             "/write": self.write,
             "/ping": self.ping,
+            "/status": self.status,
+            "/admin/flush": self.flush,
         }
 
     def __call__(self, environ, start_response):
@@ -81,6 +83,32 @@ class WriteApp(object):
             return _json(start_response, 200, {"version": VERSION})
         start_response(_STATUS[204], list(_COMMON))
         return []
+
+    # -- /status and /admin/flush -------------------------------------------
+
+    def status(self, environ, start_response):
+        method = environ["REQUEST_METHOD"]
+        if method not in ("GET", "HEAD"):
+            return _not_allowed(start_response, "GET, HEAD", method)
+        outputs = {o.name: o.status() for o in self.fanout.outputs}
+        return _json(start_response, 200, {"listener": self.cfg.name, "outputs": outputs})
+
+    def flush(self, environ, start_response):
+        """Empty every retry buffer, or ``?output=NAME``'s; say what was dropped."""
+        method = environ["REQUEST_METHOD"]
+        if method != "POST":
+            return _not_allowed(start_response, "POST", method)
+        if not _is_loopback(environ.get("REMOTE_ADDR", "")):
+            raise RequestError(403, "/admin/flush is only served to loopback clients")
+        wanted = parse_qs(environ.get("QUERY_STRING", "")).get("output")
+        outputs = [o for o in self.fanout.outputs if not wanted or o.name in wanted]
+        if wanted and not outputs:
+            raise RequestError(404, "no output named %s" % ", ".join(wanted)[:100])
+        flushed = {}
+        for output in outputs:
+            writes, size = output.flush()
+            flushed[output.name] = {"writes": writes, "bytes": size}
+        return _json(start_response, 200, {"flushed": flushed})
 
     # -- /write ------------------------------------------------------------
 
@@ -154,8 +182,12 @@ class WriteApp(object):
         return body
 
 
-def _write_endpoint(backend):
-    return backend.output.endpoints.write
+def _is_loopback(address):
+    return address.startswith("127.") or address in ("::1", "::ffff:127.0.0.1")
+
+
+def _write_endpoint(output):
+    return output.cfg.endpoints.write
 
 
 def _gunzip(body, limit):

@@ -61,7 +61,7 @@ class Output(object):
         return not self.buffer
 
     @property
-    def buffering(self):
+    def has_buffer(self):
         return self.buffer is not None
 
     def start(self):
@@ -162,7 +162,7 @@ class Output(object):
 
     def status(self):
         """What /status shows of this output."""
-        out = {"buffering": bool(self.buffer), "direct": self.direct}
+        out = {"backlog": bool(self.buffer), "direct": self.direct}
         if self.buffer is None:
             out["buffer"] = None
             return out

@@ -7,15 +7,14 @@ import gevent
 from gevent.event import Event
 
 from .backend import HTTPBackend
+from .buffer import make_buffer
 from .errors import RelayError
 from .fanout import Fanout
 from .http_listener import HTTPListener
+from .output import Output
 from .udp_listener import UDPListener
 
 log = logging.getLogger(__name__)
-
-#: Seconds in-flight requests get to finish after SIGTERM/SIGINT.
-SHUTDOWN_GRACE = 10.0
 
 
 class Relay(object):
@@ -28,8 +27,7 @@ class Relay(object):
         self._stopped = Event()
         self._stopping = False
         for cfg in config.http:
-            fanout = Fanout(HTTPBackend(o) for o in cfg.outputs)
-            self.http.append(HTTPListener(cfg, fanout))
+            self.http.append(HTTPListener(cfg, Fanout(_outputs(cfg))))
         for cfg in config.udp:
             self.udp.append(UDPListener(cfg))
 
@@ -39,6 +37,8 @@ class Relay(object):
 
     def start(self):
         """Bind every listener, or raise :class:`RelayError` having bound none."""
+        for listener in self.http:
+            listener.app.fanout.start()
         started = []
         for listener in self.listeners:
             kind = "http" if listener in self.http else "udp"
@@ -58,21 +58,35 @@ class Relay(object):
                 ", ".join(o.name for o in listener.cfg.outputs),
             )
 
-    def stop(self, timeout=SHUTDOWN_GRACE):
-        """Stop accepting, let in-flight requests finish (up to ``timeout``), close."""
+    def stop(self, timeout=None):
+        """Stop in order: stop accepting, let requests in flight finish, give memory
+        backlogs time to drain, close buffers. Each step is bounded by ``timeout``
+        (the config's shutdown-timeout by default)."""
         if self._stopping:
             return
         self._stopping = True
+        if timeout is None:
+            timeout = self.config.shutdown_timeout
         log.info("stopping: waiting up to %gs for requests in flight", timeout)
-        jobs = [gevent.spawn(listener.stop, timeout) for listener in self.listeners]
-        gevent.joinall(jobs)
-        for listener in self.http:
-            listener.app.fanout.close()
+        gevent.joinall([gevent.spawn(listener.stop, timeout) for listener in self.listeners])
+        gevent.joinall([gevent.spawn(listener.app.fanout.close, timeout) for listener in self.http])
         log.info("stopped")
         self._stopped.set()
 
     def wait(self):
         self._stopped.wait()
+
+
+def _outputs(cfg):
+    """The outputs of one [[http]] section. Buffers only make sense with two
+    backends or more: with one, the client's own retry is the buffer."""
+    outputs = []
+    for o in cfg.outputs:
+        buffer = make_buffer(o) if len(cfg.outputs) > 1 else None
+        outputs.append(Output.from_config(o, HTTPBackend(o), buffer))
+    if len(cfg.outputs) == 1 and (cfg.outputs[0].buffer_size_mb or cfg.outputs[0].buffer_path):
+        log.warning("http listener %r has one output: its retry buffer is not used", cfg.name)
+    return outputs
 
 
 def run(config):

@@ -9,8 +9,10 @@ and chunked bodies) and answers each request by its current ``mode``:
 * ``"garbage"``: answer bytes that are not HTTP, then close;
 * ``("slow", seconds, code)``: answer ``code`` after ``seconds``.
 
-``stop()`` closes the port (connections refused); ``start()`` again reopens the
-same port. Every request is recorded in ``requests``.
+``script`` is a list of modes used by the next requests, one each, before
+``mode`` applies again. ``stop()`` closes the port (connections refused);
+``start()`` again reopens the same port. Every request is recorded in
+``requests``.
 """
 
 import socket
@@ -26,6 +28,7 @@ Request = namedtuple("Request", "method path query headers body")
 class FakeBackend(object):
     def __init__(self, mode=("status", 204, b""), port=0):
         self.mode = mode
+        self.script = []
         self.port = port
         self.requests = []
         self.server = None
@@ -66,7 +69,7 @@ class FakeBackend(object):
                 if request is None:
                     return
                 self.requests.append(request)
-                mode = self.mode
+                mode = self.script.pop(0) if self.script else self.mode
                 if mode == "hang":
                     gevent.sleep(3600)
                     return
@@ -93,6 +96,10 @@ class FakeBackend(object):
 
 
 def _close(conn):
+    try:
+        conn.shutdown(socket.SHUT_RDWR)  # like a server that died: the peer sees it at once
+    except OSError:
+        pass
     try:
         conn.close()
     except OSError:

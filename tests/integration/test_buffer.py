@@ -1,0 +1,181 @@
+"""Retry buffers in memory, end to end: a backend goes away and comes back."""
+
+import json
+import logging
+
+import gevent
+
+from .conftest import error_of, eventually, http_config
+
+
+def buffered(*backends, size_mb=1, extra=""):
+    outputs = [
+        '{ name = "b%d", location = "%s/write", timeout = "1s", buffer-size-mb = %d, '
+        'max-delay-interval = "200ms", max-batch-kb = 1%s }' % (i, b.url, size_mb, extra)
+        for i, b in enumerate(backends)
+    ]
+    return http_config(*outputs)
+
+
+def point(i):
+    return b"cpu,host=h v=%di %d" % (i, 1000 + i)
+
+
+def status(r):
+    return r.get("/status").json()["outputs"]
+
+
+def test_a_backend_that_comes_back_gets_every_write_in_order(relay, backends):
+    a, b = backends(), backends()
+    b.stop()
+    r = relay(buffered(a, b))
+    for i in range(20):
+        assert r.write(point(i)).status == 204
+    s = status(r)["b1"]
+    assert s["backlog"] and s["buffered_writes"] == 20
+    assert status(r)["b0"]["buffered_writes"] == 0
+    b.start()
+    # Writes made while the backlog drains come after it.
+    for i in range(20, 40):
+        assert r.write(point(i)).status == 204
+        gevent.sleep(0.01)
+    eventually(lambda: len(b.lines) >= 40, timeout=10)
+    assert b.lines == [point(i) for i in range(40)]
+    assert a.lines == [point(i) for i in range(40)]
+    # Batches were aggregated within max-batch-kb while replaying.
+    assert len(b.bodies) < 40
+    assert all(len(body) <= 1024 for body in b.bodies)
+    eventually(lambda: status(r)["b1"]["direct"])
+    n = len(b.requests)
+    assert r.write(point(40)).status == 204
+    eventually(lambda: len(b.requests) == n + 1)
+    assert b.lines[-1] == point(40)
+
+
+def test_writes_nobody_acknowledged_are_not_buffered(relay, backends):
+    a, b = backends(mode=("status", 500, b"")), backends()
+    b.stop()
+    r = relay(buffered(a, b))
+    resp = r.write(point(1))
+    assert resp.status == 503
+    assert all(s["buffered_writes"] == 0 for s in status(r).values())
+    a.mode = ("status", 204, b"")
+    b.start()
+    assert r.write(point(2)).status == 204
+    eventually(lambda: a.lines and b.lines)
+    gevent.sleep(0.3)
+    assert a.lines == [point(1), point(2)]  # the first one was answered 500
+    assert b.lines == [point(2)]
+
+
+def test_a_backend_with_a_backlog_cannot_acknowledge_alone(relay, backends):
+    a, b = backends(), backends()
+    b.stop()
+    r = relay(buffered(a, b))
+    assert r.write(point(1)).status == 204  # b now has a backlog
+    a.mode = ("status", 503, b"")
+    resp = r.write(point(2))  # a fails, b may not take it behind its backlog alone
+    assert resp.status == 503
+    assert status(r)["b1"]["buffered_writes"] == 1
+    a.mode = ("status", 204, b"")
+    b.start()
+    eventually(lambda: status(r)["b1"]["direct"], timeout=5)
+    assert b.lines == [point(1)]
+
+
+def test_a_hanging_backlog_and_a_dead_backend_is_503(relay, backends):
+    a, b = backends(), backends()
+    r = relay(buffered(a, b))
+    a.stop()
+    assert r.write(point(1)).status == 204
+    a.start()
+    b.stop()
+    # Until a drains, a has a backlog and b is down: nobody can take a write directly.
+    a.mode = "hang"  # a's backlog stays: its retries hang
+    resp = r.write(point(2))
+    assert resp.status == 503
+    assert error_of(resp).startswith("unable to write points")
+    assert status(r)["b0"]["buffered_writes"] == 1
+
+
+def test_a_full_buffer_drops_and_counts(relay, backends, caplog):
+    a, b = backends(), backends()
+    b.stop()
+    r = relay(buffered(a, b))
+    big = b"\n".join(point(i) for i in range(20000))  # ~ 500 kB a write, 1 MB buffer
+    caplog.set_level(logging.ERROR)
+    results = [r.write(big).status for _ in range(3)]
+    assert results == [204, 204, 204]  # a has them all: the client is answered
+    s = status(r)["b1"]
+    assert s["buffered_writes"] == 2 and s["dropped_full"] == 1
+    assert s["buffered_bytes"] <= s["limit_bytes"] == 1024 * 1024
+    assert any("buffer full" in rec.getMessage() for rec in caplog.records)
+
+
+def test_a_rejected_batch_is_dropped_and_does_not_block_the_next(relay, backends, caplog):
+    a, b = backends(), backends()
+    b.stop()
+    r = relay(buffered(a, b))
+    r.write(point(1))
+    r.write(b"other f=1i 5", query="db=other")  # another query string: another batch
+    b.script = [("status", 400, b'{"error":"field type conflict"}')]
+    caplog.set_level(logging.ERROR)
+    b.start()
+    eventually(lambda: status(r)["b1"]["direct"])
+    assert b.lines == [point(1), b"other f=1i 5"]
+    assert b.requests[0].query == "db=test" and b.requests[1].query == "db=other"
+    assert status(r)["b1"]["dropped_rejected"] == 1
+    assert any("rejected" in rec.getMessage() and "400" in rec.getMessage() for rec in caplog.records)
+
+
+def test_a_slow_backend_keeps_its_order(relay, backends):
+    a, b = backends(), backends(mode=("slow", 0.3, 204))
+    r = relay(buffered(a, b))
+    for i in range(10):
+        assert r.write(point(i)).status == 204
+    eventually(lambda: len(b.lines) == 10, timeout=10)
+    assert b.lines == [point(i) for i in range(10)]
+    eventually(lambda: status(r)["b1"]["direct"])
+
+
+def test_buffered_writes_expire_after_max_age(relay, backends):
+    a, b = backends(), backends()
+    b.stop()
+    r = relay(buffered(a, b, extra=', buffer-max-age = "300ms"'))
+    r.write(point(1))
+    eventually(lambda: status(r)["b1"]["dropped_expired"] == 1, timeout=5)
+    b.start()
+    r.write(point(2))
+    eventually(lambda: b.lines, timeout=5)
+    assert b.lines == [point(2)]
+
+
+def test_admin_flush_empties_buffers_and_says_how_much(relay, backends):
+    a, b = backends(), backends()
+    b.stop()
+    r = relay(buffered(a, b))
+    for i in range(3):
+        r.write(point(i))
+    resp = r.http.request("POST", r.url + "/admin/flush?output=b1")
+    assert resp.status == 200
+    flushed = json.loads(resp.data)["flushed"]
+    assert flushed == {"b1": {"writes": 3, "bytes": sum(len(point(i)) for i in range(3))}}
+    assert status(r)["b1"]["buffered_writes"] == 0
+    assert r.http.request("POST", r.url + "/admin/flush?output=nope").status == 404
+    assert r.http.request("GET", r.url + "/admin/flush").status == 405
+    b.start()
+    r.write(point(9))
+    eventually(lambda: b.lines)
+    assert b.lines == [point(9)]
+
+
+def test_without_a_buffer_a_failed_backend_just_misses_the_write(relay, backends):
+    a, b = backends(), backends()
+    b.stop()
+    r = relay(http_config(a, b))
+    assert r.write(point(1)).status == 204
+    assert status(r)["b1"]["buffer"] is None
+    b.start()
+    r.write(point(2))
+    eventually(lambda: b.lines)
+    assert b.lines == [point(2)]
