@@ -47,7 +47,8 @@ def test_a_restarted_influxd_catches_up_and_both_hold_the_same_rows(
     for _ in range(30):
         write_batch(20)
     s = status(relay)["b"]
-    assert s["backlog"] and s["buffered_writes"] == 30
+    # 30, or 31 when b was stopped with the first batch's request in flight.
+    assert s["backlog"] and s["buffered_writes"] in (30, 31)
     b.restart()
     for _ in range(10):  # writes during the drain go behind the backlog
         write_batch(20)
