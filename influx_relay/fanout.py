@@ -43,12 +43,20 @@ class Fanout(object):
     def __init__(self, outputs):
         self.outputs = tuple(outputs)
 
-    def write(self, endpoint_of, query, body, headers):
+    def write(self, endpoint_of, query, body, headers, bodies=None):
         """Send ``body`` to every output; return the :class:`Response` for the client.
 
         ``endpoint_of(output)`` gives the path to post to on that output's backend.
+        With ``bodies`` (filters), each output gets ``bodies[output]`` instead, and
+        one with no body in it takes no part in this write: it is neither sent
+        the write nor counted as failing it.
         """
-        direct = [o for o in self.outputs if o.direct]
+        targets = self.outputs
+        if bodies is not None:
+            targets = tuple(o for o in targets if bodies.get(o))
+            if not targets:
+                return WRITTEN  # filtered out everywhere: nothing to write
+        direct = [o for o in targets if o.direct]
         if not direct:
             return ALL_BACKLOGGED
         results = Queue()
@@ -56,7 +64,7 @@ class Fanout(object):
         for output in direct:
             send = _Send(output, endpoint_of(output), results)
             sends.append(send)
-            gevent.spawn(send.run, query, body, headers)
+            gevent.spawn(send.run, query, body if bodies is None else bodies[output], headers)
         failures = []
         for _ in sends:
             send = results.get()
@@ -68,7 +76,8 @@ class Fanout(object):
                 s.decided = True
             synced = ()
             if send.state == _OK:
-                synced = self._hold_for_the_others(send, sends, endpoint_of, query, body, headers)
+                synced = self._hold_for_the_others(
+                    send, sends, endpoint_of, query, body, headers, targets, bodies)
             for s in sends:
                 if s is not send and s.state != _IN_FLIGHT:
                     s.report()
@@ -79,7 +88,8 @@ class Fanout(object):
             s.decided = True
         return _all_failed(failures)
 
-    def _hold_for_the_others(self, acked, sends, endpoint_of, query, body, headers):
+    def _hold_for_the_others(self, acked, sends, endpoint_of, query, body, headers,
+                             targets, bodies):
         """The write is acknowledged: every buffered output that lacks it keeps it.
 
         Returns the outputs that took it, to be synced (this must not yield).
@@ -87,7 +97,7 @@ class Fanout(object):
         by_output = {s.output: s for s in sends}
         header_key = tuple(sorted(headers.items()))
         held = []
-        for output in self.outputs:
+        for output in targets:
             if output is acked.output or not output.has_buffer:
                 continue
             send = by_output.get(output)
@@ -95,7 +105,7 @@ class Fanout(object):
                 continue
             key = (endpoint_of(output), query, header_key)
             pending = send is not None and send.state == _IN_FLIGHT
-            entry = output.hold(key, body, pending=pending)
+            entry = output.hold(key, body if bodies is None else bodies[output], pending=pending)
             if send is not None:
                 send.entry = entry
             if entry is not None:
