@@ -34,7 +34,7 @@ ALL_BACKLOGGED = error_response(
     503, "unable to write points: every backend is still delivering its backlog"
 )
 
-_IN_FLIGHT, _OK, _REJECTED, _FAILED = range(4)
+_IN_FLIGHT, _OK, _REJECTED, _FAILED, _SKIPPED = range(5)
 
 
 class Fanout(object):
@@ -56,19 +56,29 @@ class Fanout(object):
             targets = tuple(o for o in targets if bodies.get(o))
             if not targets:
                 return WRITTEN  # filtered out everywhere: nothing to write
-        direct = [o for o in targets if o.direct]
-        if not direct:
-            return ALL_BACKLOGGED
         results = Queue()
         sends = []
-        for output in direct:
-            send = _Send(output, endpoint_of(output), results)
+        waiting = 0
+        for output in targets:
+            out_body = body if bodies is None else bodies[output]
+            if output.direct:
+                send = _Send(output, endpoint_of(output), results)
+                gevent.spawn(send.run, query, out_body, headers)
+            elif output.draining:
+                # A backend that is well but still delivering its backlog (a
+                # slower backend's earlier writes, often) takes this write once
+                # the backlog is through, if no other backend takes it first.
+                send = _Send(output, endpoint_of(output), results)
+                gevent.spawn(send.run_after_backlog, query, out_body, headers)
+            else:
+                continue
             sends.append(send)
-            gevent.spawn(send.run, query, body if bodies is None else bodies[output], headers)
+        if not sends:
+            return ALL_BACKLOGGED
         failures = []
         for _ in sends:
             send = results.get()
-            if send.state == _FAILED:
+            if send.state in (_FAILED, _SKIPPED):
                 failures.append(send)
                 continue
             # Decided. From here the other sends settle or report themselves.
@@ -86,7 +96,9 @@ class Fanout(object):
             return WRITTEN if send.state == _OK else send.response
         for s in sends:
             s.decided = True
-        return _all_failed(failures)
+        if all(s.state == _SKIPPED for s in failures):
+            return ALL_BACKLOGGED
+        return _all_failed([s for s in failures if s.state == _FAILED])
 
     def _hold_for_the_others(self, acked, sends, endpoint_of, query, body, headers,
                              targets, bodies):
@@ -104,7 +116,7 @@ class Fanout(object):
             if send is not None and send.state in (_OK, _REJECTED):
                 continue
             key = (endpoint_of(output), query, header_key)
-            pending = send is not None and send.state == _IN_FLIGHT
+            pending = send is not None and send.started and send.state == _IN_FLIGHT
             entry = output.hold(key, body if bodies is None else bodies[output], pending=pending)
             if send is not None:
                 send.entry = entry
@@ -124,7 +136,8 @@ class Fanout(object):
 class _Send(object):
     """One direct request of one write to one output."""
 
-    __slots__ = ("output", "endpoint", "results", "state", "response", "error", "decided", "entry")
+    __slots__ = ("output", "endpoint", "results", "state", "response", "error", "decided", "entry",
+                 "started")
 
     def __init__(self, output, endpoint, results):
         self.output = output
@@ -132,9 +145,18 @@ class _Send(object):
         self.results = results
         self.state = _IN_FLIGHT
         self.response = self.error = self.entry = None
-        self.decided = False
+        self.decided = self.started = False
+
+    def run_after_backlog(self, query, body, headers):
+        """Wait (within the output's timeout) for its backlog to be through, then send."""
+        if self.output.wait_direct(self.output.cfg.timeout, lambda: self.decided):
+            return self.run(query, body, headers)
+        self.state = _SKIPPED
+        if not self.decided:
+            self.results.put(self)
 
     def run(self, query, body, headers):
+        self.started = True
         try:
             self.response = self.output.backend.post(self.endpoint, query, body, headers)
         except BackendError as e:
@@ -159,7 +181,7 @@ class _Send(object):
 
     def report(self):
         """Log a failure to take the write, saying whether it is kept for a retry."""
-        if self.state == _OK:
+        if self.state in (_OK, _SKIPPED):
             return
         if self.error is not None:
             reason = self.error.reason

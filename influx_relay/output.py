@@ -43,6 +43,8 @@ class Output(object):
         self.max_age = max_age
         self.stats = OutputStats()
         self._wake = Event()
+        self._drained = Event()  # set while the buffer is empty
+        self._drained.set()
         self._loop = None
         self._failures = 0
 
@@ -61,6 +63,21 @@ class Output(object):
         return not self.buffer
 
     @property
+    def draining(self):
+        """Whether the backlog is being delivered to a backend that answers well."""
+        return self.buffer is not None and self._failures == 0 and bool(self.buffer)
+
+    def wait_direct(self, timeout, give_up=lambda: False):
+        """Wait, up to ``timeout`` seconds, for a draining backlog to be through."""
+        deadline = time.monotonic() + timeout
+        while not self.direct:
+            remaining = deadline - time.monotonic()
+            if self._failures or remaining <= 0 or give_up():
+                return False
+            self._drained.wait(min(remaining, 0.1))  # and look at _failures again
+        return not give_up()
+
+    @property
     def has_buffer(self):
         return self.buffer is not None
 
@@ -76,6 +93,7 @@ class Output(object):
         was_empty = not self.buffer
         try:
             self.buffer.append([entry])
+            self._drained.clear()
         except BufferFull as e:
             self.stats.dropped_full += 1
             log.error("output %s: %s: dropped a write of %d bytes", self, e, entry.size)
@@ -96,6 +114,7 @@ class Output(object):
         while True:
             head = buffer.head()
             if head is None:
+                self._drained.set()
                 self._wake.clear()
                 self._wake.wait()
                 continue
@@ -184,6 +203,7 @@ class Output(object):
         if self.buffer is None:
             return 0, 0
         n, size = self.buffer.clear()
+        self._drained.set()
         self.stats.dropped_flushed += n
         if n:
             log.warning("output %s: flushed %d buffered write(s), %d bytes", self, n, size)

@@ -179,3 +179,27 @@ def test_without_a_buffer_a_failed_backend_just_misses_the_write(relay, backends
     r.write(point(2))
     eventually(lambda: b.lines)
     assert b.lines == [point(2)]
+
+
+def test_a_slow_backend_takes_the_write_when_the_fast_one_fails(relay, backends):
+    a, b = backends(mode=("slow", 0.3, 204)), backends()
+    r = relay(buffered(a, b))
+    assert r.write(point(0)).status == 204  # b answers first; a's request is still out
+    assert not status(r)["b0"]["direct"]
+    b.stop()
+    # b fails this one; a is well, only slow: it takes the write behind point 0.
+    assert r.write(point(1)).status == 204
+    assert eventually(lambda: a.lines == [point(0), point(1)], timeout=5)
+    assert status(r)["b1"]["buffered_writes"] == 1
+
+
+def test_a_backlog_that_is_failing_does_not_make_the_client_wait(relay, backends):
+    a, b = backends(), backends()
+    a.stop()
+    r = relay(buffered(a, b))
+    assert r.write(point(0)).status == 204  # a failing: backlog, retries failing
+    eventually(lambda: status(r)["b0"]["retries"] >= 1)
+    b.mode = ("status", 500, b"")
+    resp = r.write(point(1))
+    assert resp.status == 503
+    assert resp.headers["Content-Type"] == "application/json"

@@ -176,6 +176,21 @@ class Influxd:
         if self.proc is not None:
             stop_process(self.proc)
 
+    def restart(self, timeout=15.0):
+        """Start again after stop() or kill(), on the same ports and data."""
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [INFLUXD, "run", "-config", str(self.dir / "influxdb.conf")],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            cwd=str(self.dir), start_new_session=True,
+        )
+        log.close()
+        wait_until(lambda: ping_status(self.port) == 204 or self.proc.poll() is not None,
+                   timeout, what="influxd %d restarted" % self.port)
+        if self.proc.poll() is not None:
+            raise RuntimeError("influxd did not restart; log tail:\n%s" % self.log_tail())
+        return self
+
     def kill(self):
         """Stop hard, as a crashed backend would."""
         if self.proc is not None and self.proc.poll() is None:
@@ -278,12 +293,15 @@ class Relay:
                        body=body, headers=headers, timeout=timeout)
 
 
+REPO = Path(__file__).resolve().parents[2]
+
+
 def relay_command(*args):
-    """The installed console script next to this Python, else `python -m influx_relay`."""
+    """The installed console script next to this Python, else the checkout's bin/influx-relay."""
     script = Path(sys.executable).parent / "influx-relay"
     if script.exists():
         return [str(script)] + list(args)
-    return [sys.executable, "-m", "influx_relay"] + list(args)
+    return [sys.executable, str(REPO / "bin" / "influx-relay")] + list(args)
 
 
 def run_cli(*args, timeout=30.0):

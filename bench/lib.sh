@@ -1,0 +1,235 @@
+# Shared helpers for bench/*.sh; source it, don't run it.
+#
+#   . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+#   bench_init http_bench wrk nginx curl    # Debian packages it needs, then the Python env
+#
+# After bench_init: REPO (the checkout), SHARED (../shared/bench or $SHARED_BENCH), PY (a
+# Python with the relay's requirements), WORK (a fresh directory for configs, logs and raw
+# results; $BENCH_WORK to choose it). start_relay / stop_relay run the relay from the checkout
+# (PYTHONPATH=$REPO, so the code under test is this tree, whatever .venv has installed).
+# Everything listens on 127.0.0.1 only. cleanup_add registers a command for the EXIT trap.
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SHARED=${SHARED_BENCH:-$(dirname "$REPO")/shared/bench}
+
+say() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# -- cleanup ---------------------------------------------------------------------------------
+
+_CLEANUP=()
+cleanup_add() { _CLEANUP+=("$*"); }
+_run_cleanup() {
+    local rc=$? i
+    trap - EXIT INT TERM
+    # last registered first: load generators, then the relay, then the sinks
+    for ((i = ${#_CLEANUP[@]} - 1; i >= 0; i--)); do eval "${_CLEANUP[$i]}" || true; done
+    exit $rc
+}
+
+# Stop a process we started (TERM, then KILL after $2 seconds, default 15), and its children.
+stop_pid() {
+    local pid=$1 grace=${2:-15} kids
+    [ -n "$pid" ] || return 0
+    kill -0 "$pid" 2>/dev/null || return 0
+    kids=$(children_of "$pid")
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq $((grace * 10))); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    # shellcheck disable=SC2086
+    [ -z "$kids" ] || kill -KILL $kids 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+children_of() {  # direct children of a pid (no procps needed)
+    cat /proc/"$1"/task/*/children 2>/dev/null | tr ' ' '\n' | grep . || true
+}
+
+# -- set-up ----------------------------------------------------------------------------------
+
+# Install the Debian packages that are missing (as root, or through sudo): "cmd:package" pairs.
+ensure_packages() {
+    local want=() pair cmd pkg sudo=()
+    for pair in "$@"; do
+        cmd=${pair%%:*}; pkg=${pair#*:}
+        if [ "${cmd:0:1}" = / ]; then [ -x "$cmd" ] && continue
+        else command -v "$cmd" >/dev/null 2>&1 && continue; fi
+        [[ " ${want[*]} " == *" $pkg "* ]] || want+=("$pkg")
+    done
+    [ ${#want[@]} -gt 0 ] || return 0
+    if [ "$(id -u)" != 0 ]; then
+        command -v sudo >/dev/null 2>&1 || die "need root (or sudo) to install: ${want[*]}"
+        sudo=(sudo)
+    fi
+    command -v apt-get >/dev/null 2>&1 || die "no apt-get here; install by hand: ${want[*]}"
+    say "installing Debian packages: ${want[*]}"
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null \
+        && "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+            --no-install-recommends "${want[@]}" >/dev/null \
+        || die "apt-get install ${want[*]} failed"
+}
+
+_py_ok() {  # $1 can import what the relay needs
+    "$1" -c 'import sys, gevent, urllib3, click
+if sys.version_info < (3, 11): import tomli' >/dev/null 2>&1
+}
+
+# PY: the repo's .venv when it works; else .venv made the way scripts/setup-env.sh makes it
+# (the test suite's venv); else the machine's python3 when it has the requirements.
+setup_python() {
+    if _py_ok "$REPO/.venv/bin/python"; then PY=$REPO/.venv/bin/python; return 0; fi
+    if [ -f "$REPO/scripts/setup-env.sh" ]; then
+        # shellcheck disable=SC1091
+        . "$REPO/scripts/setup-env.sh"
+        if type setup_env >/dev/null 2>&1; then
+            say "making $REPO/.venv with scripts/setup-env.sh"
+            ( setup_env ) || die "scripts/setup-env.sh failed"
+            _py_ok "$REPO/.venv/bin/python" && { PY=$REPO/.venv/bin/python; return 0; }
+        fi
+    fi
+    if _py_ok python3; then PY=$(command -v python3); return 0; fi
+    say "making $REPO/.venv with requirements.txt"
+    python3 -m venv "$REPO/.venv" || die "python3 -m venv failed (apt-get install python3-venv)"
+    "$REPO/.venv/bin/python" -m pip install -q --disable-pip-version-check -r "$REPO/requirements.txt" \
+        || die "pip install -r requirements.txt failed"
+    _py_ok "$REPO/.venv/bin/python" || die "$REPO/.venv still cannot import gevent/urllib3/click"
+    PY=$REPO/.venv/bin/python
+}
+
+# bench_init NAME [cmd:package...]
+bench_init() {
+    local name=$1; shift
+    [ -d "$SHARED" ] || die "shared bench harness not found at $SHARED (set SHARED_BENCH)"
+    ensure_packages python3:python3 curl:curl "$@"
+    python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || [ -x "$REPO/.venv/bin/python" ] \
+        || ensure_packages /nonexistent-python3-venv:python3-venv
+    setup_python
+    LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
+    WORK=${BENCH_WORK:-$(mktemp -d "${TMPDIR:-/tmp}/influx-relay-$name.XXXXXX")}
+    mkdir -p "$WORK"
+    trap _run_cleanup EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+}
+
+describe_setup() {  # one comment line: what is measured, where
+    local rev dirty
+    rev=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')
+    dirty=$(git -C "$REPO" status --porcelain -- influx_relay 2>/dev/null | grep -q . && echo '+dirty' || true)
+    printf '# %s  influx-relay %s%s  %s  gevent %s  urllib3 %s\n' "$(date -u +%FT%TZ)" "$rev" "$dirty" \
+        "$("$PY" -c 'import platform; print("python", platform.python_version())')" \
+        "$("$PY" -c 'import gevent; print(gevent.__version__)')" \
+        "$("$PY" -c 'import urllib3; print(urllib3.__version__)')"
+    printf '# %s cores (%s), %s MB RAM, kernel %s\n' "$(nproc)" \
+        "$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)" \
+        "$(awk '/^MemTotal/{printf "%d", $2/1024}' /proc/meminfo)" "$(uname -r)"
+    # other work on the machine skews everything: say how busy it was before we started
+    printf '# load average (1/5/15 min) before the run: %s, now: %s\n' "${LOADAVG_START:-?}" \
+        "$(cut -d' ' -f1-3 /proc/loadavg)"
+}
+
+# -- ports -----------------------------------------------------------------------------------
+
+port_free() {  # port_free tcp|udp PORT: it can be bound on 127.0.0.1 now
+    python3 -c 'import socket, sys
+kind = socket.SOCK_STREAM if sys.argv[1] == "tcp" else socket.SOCK_DGRAM
+s = socket.socket(socket.AF_INET, kind)
+if kind == socket.SOCK_STREAM: s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[2])))' "$1" "$2" 2>/dev/null
+}
+
+_TAKEN=" "
+# pick_port PROTO WANTED [OFFSET:PROTO...]: WANTED or the next port above it that is free
+# (and whose PORT+OFFSET companions are free too), not already handed out by this script.
+pick_port() {
+    local proto=$1 p=$2 ok extra off; shift 2
+    for _ in $(seq 200); do
+        ok=1
+        [[ $_TAKEN == *" $p "* ]] && ok=0
+        [ $ok = 1 ] && ! port_free "$proto" "$p" && ok=0
+        for extra in "$@"; do
+            [ $ok = 1 ] || break
+            off=${extra%%:*}
+            port_free "${extra#*:}" $((p + off)) || ok=0
+        done
+        if [ $ok = 1 ]; then _TAKEN="$_TAKEN$p "; echo "$p"; return 0; fi
+        p=$((p + 1))
+    done
+    die "no free $proto port found from $2 on"
+}
+
+wait_ping() {  # PORT PID LOG WHAT: wait (10 s at most) for 204 on /ping
+    for _ in $(seq 200); do
+        [ "$(curl -s -m 1 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$1/ping")" = 204 ] && return 0
+        [ -z "$2" ] || kill -0 "$2" 2>/dev/null || break
+        sleep 0.05
+    done
+    echo "error: $4 did not answer /ping on 127.0.0.1:$1; last lines of $3:" >&2
+    tail -20 "$3" >&2
+    return 1
+}
+
+# -- the relay -------------------------------------------------------------------------------
+
+RELAY_PID=
+RELAY_RUNS=0
+# start_relay CONFIG [HTTP_PORT]: run the checkout's relay; sets RELAY_PID and RELAY_PIDS (the
+# relay and any worker processes it forked), logs to $WORK/relay.N.log (RELAY_LOG).
+start_relay() {
+    local conf=$1 port=${2:-}
+    RELAY_RUNS=$((RELAY_RUNS + 1))
+    RELAY_LOG=$WORK/relay.$RELAY_RUNS.log
+    (cd "$REPO" && PYTHONPATH=$REPO${PYTHONPATH:+:$PYTHONPATH} exec "$PY" -m influx_relay run --config "$conf") \
+        </dev/null >"$RELAY_LOG" 2>&1 &
+    RELAY_PID=$!
+    if [ -n "$port" ]; then
+        wait_ping "$port" "$RELAY_PID" "$RELAY_LOG" "influx-relay" || return 1
+    else
+        sleep 1
+        kill -0 "$RELAY_PID" 2>/dev/null || { tail -20 "$RELAY_LOG" >&2; return 1; }
+    fi
+    sleep 0.3
+    # shellcheck disable=SC2207
+    RELAY_PIDS=("$RELAY_PID" $(children_of "$RELAY_PID"))
+}
+stop_relay() {
+    [ -n "$RELAY_PID" ] || return 0
+    stop_pid "$RELAY_PID" 15
+    RELAY_PID=
+}
+
+relay_log_problems() {  # LOG: one line about tracebacks/errors in the relay's log, if any
+    local tb er wa
+    [ -f "$1" ] || return 0
+    tb=$(grep -c '^Traceback' "$1" || true)
+    er=$(grep -ciE '\b(error|critical)\b' "$1" || true)
+    wa=$(grep -ci '\bwarning\b' "$1" || true)
+    if [ "${tb:-0}" != 0 ] || [ "${er:-0}" != 0 ] || [ "${wa:-0}" != 0 ]; then
+        echo "relay log $1: $tb traceback(s), $er error line(s), $wa warning line(s); first ones:"
+        grep -m 5 -iE '^Traceback|\b(error|critical|warning)\b' "$1" | cut -c1-300 | sed 's/^/    /'
+    fi
+}
+
+proc_cpu_ticks() {  # utime+stime of the given pids, in clock ticks
+    local t=0 p f
+    for p in "$@"; do
+        [ -r /proc/"$p"/stat ] || continue
+        f=$(sed 's/^.*) //' /proc/"$p"/stat)
+        # shellcheck disable=SC2086
+        set -- $f
+        t=$((t + ${12} + ${13}))
+    done
+    echo $t
+}
+proc_rss_mb() {  # FIELD (VmRSS|VmHWM) PIDs: sum in MB
+    local field=$1 s=0 p v; shift
+    for p in "$@"; do
+        v=$(awk -v f="$field:" '$1 == f {print $2}' /proc/"$p"/status 2>/dev/null); s=$((s + ${v:-0}))
+    done
+    awk -v k=$s 'BEGIN{printf "%.1f", k/1024}'
+}
+
+median() {  # numbers on stdin -> median (or "-")
+    sort -g | awk '{a[NR]=$1} END{if (!NR) {print "-"; exit}
+        m = (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2; print m}'
+}
