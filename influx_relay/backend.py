@@ -1,5 +1,6 @@
 """One InfluxDB server the relay writes to, over pooled keep-alive connections."""
 
+import base64
 import json
 import logging
 from collections import namedtuple
@@ -36,11 +37,18 @@ class HTTPBackend(object):
         self.output = output
         self.name = output.name
         self.timeout = output.timeout
+        self.auth = _authorization(output)
         kwargs = {}
         if output.scheme == "https":
             kwargs["cert_reqs"] = "CERT_NONE" if output.skip_tls_verification else "CERT_REQUIRED"
             if output.skip_tls_verification:
                 kwargs["assert_hostname"] = False
+                # Said once here, rather than by urllib3 on every request.
+                urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+                log.warning("output %s: skip-tls-verification is set: the certificate of %s "
+                            "is not verified", self.name, output.base_url)
+            elif output.ca_file:
+                kwargs["ca_certs"] = output.ca_file
         self.pool = urllib3.connection_from_url(
             output.base_url,
             maxsize=output.pool_size,
@@ -61,15 +69,24 @@ class HTTPBackend(object):
         url = endpoint + "?" + query if query else endpoint
         return self.request("POST", url, body, headers)
 
-    def request(self, method, url, body=None, headers=None):
+    def request(self, method, url, body=None, headers=None, timeout=None):
+        """One request; ``timeout`` (seconds) shortens the output's own if given."""
         all_headers = {"User-Agent": USER_AGENT}
         if headers:
             all_headers.update(headers)
+        if self.auth is not None:
+            # The output's own credentials replace the client's.
+            for name in [h for h in all_headers if h.lower() == "authorization"]:
+                del all_headers[name]
+            all_headers["Authorization"] = self.auth
+            url = _without_credentials(url)
+        if timeout is None or timeout > self.timeout:
+            timeout = self.timeout
         # urllib3's own timeouts bound each socket operation; this one bounds
         # the whole exchange, so a server trickling its answer cannot hold a
         # request (or a retry buffer) longer than the configured timeout.
         try:
-            with gevent.Timeout(self.timeout):
+            with gevent.Timeout(timeout):
                 r = self.pool.urlopen(
                     method,
                     url,
@@ -81,7 +98,7 @@ class HTTPBackend(object):
                     preload_content=True,
                 )
         except gevent.Timeout:
-            raise BackendError(self, "no answer within %gs" % self.timeout)
+            raise BackendError(self, "no answer within %gs" % timeout)
         except urllib3.exceptions.HTTPError as e:
             raise BackendError(self, _describe(e))
         except OSError as e:  # pragma: no cover - urllib3 wraps most of these
@@ -90,6 +107,29 @@ class HTTPBackend(object):
 
     def close(self):
         self.pool.close()
+
+
+def _authorization(output):
+    """The Authorization header of an output's own credentials, or None.
+
+    InfluxDB 1.x takes a username and password as HTTP Basic auth (which keeps
+    the password out of URLs and access logs), and a token as "Token ...".
+    """
+    if output.token:
+        return "Token " + output.token
+    if output.username is not None:
+        pair = ("%s:%s" % (output.username, output.password)).encode("utf-8")
+        return "Basic " + base64.b64encode(pair).decode("ascii")
+    return None
+
+
+def _without_credentials(url):
+    """``url`` without the client's ``u`` and ``p`` query parameters."""
+    path, sep, query = url.partition("?")
+    if not sep:
+        return url
+    kept = [p for p in query.split("&") if p.partition("=")[0] not in ("u", "p")]
+    return path + "?" + "&".join(kept) if kept else path
 
 
 def _describe(exc):

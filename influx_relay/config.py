@@ -13,9 +13,11 @@ Every setting is documented, with its default, in ``sample.toml``.
 import difflib
 import ipaddress
 import json
+import math
 import os
 import re
-from dataclasses import asdict, dataclass
+import ssl
+from dataclasses import asdict, dataclass, field, replace
 from decimal import Decimal
 from typing import Optional, Tuple
 from urllib.parse import urlsplit
@@ -65,6 +67,11 @@ class HTTPOutput:
     buffer_max_age: float = 0.0               # seconds; 0: buffered writes never expire
     buffer_sync: str = "1s"                   # "write", "os", or an interval
     buffer_sync_interval: float = 1.0         # seconds, when buffer_sync is an interval
+    username: Optional[str] = None            # with password: Basic auth instead of the client's
+    password: Optional[str] = field(default=None, repr=False)
+    token: Optional[str] = field(default=None, repr=False)  # "Authorization: Token ..." instead
+    ca_file: Optional[str] = None             # PEM CA bundle trusted for an https location
+    filters: Tuple["Filter", ...] = ()        # the [[filter]] tables naming this output
 
     @property
     def base_url(self):
@@ -83,6 +90,12 @@ class HTTPListener:
     default_retention_policy: Optional[str] = None
     max_body_size: int = DEFAULT_MAX_BODY_SIZE   # bytes, compressed and decoded
     read_timeout: float = 30.0                   # seconds a client may stall
+    default_ping_response: int = 204             # status of GET /ping
+    health_timeout_ms: int = 10000               # GET /health waits this long for backends
+    rate_limit: float = 0.0                      # write requests/s; 0: unlimited
+    burst_limit: int = 1                         # write requests above the rate (token bucket)
+    admin_enabled: bool = False                  # serve POST /admin and /admin/flush
+    admin_token: Optional[str] = field(default=None, repr=False)  # Bearer token for /admin*
 
 
 @dataclass(frozen=True)
@@ -106,10 +119,27 @@ class UDPListener:
 
 
 @dataclass(frozen=True)
+class Filter:
+    """A ``[[filter]]`` table: which points its outputs take.
+
+    A point goes to an output only if its measurement matches (anywhere, like
+    Go's ``MatchString``: anchor with ^ and $) every measurement expression of
+    every filter naming the output, and each of its tag keys matches every tag
+    expression of those filters.
+    """
+
+    name: str
+    outputs: Tuple[str, ...]
+    tag_expression: Optional[re.Pattern] = None
+    measurement_expression: Optional[re.Pattern] = None
+
+
+@dataclass(frozen=True)
 class Config:
     path: str
     http: Tuple[HTTPListener, ...] = ()
     udp: Tuple[UDPListener, ...] = ()
+    filter: Tuple[Filter, ...] = ()
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT  # seconds, see sample.toml
 
 
@@ -145,6 +175,8 @@ def loads(text, path="<string>"):
     values = _read_table(_At(path), doc, _TOP_KEYS)
     if not values.get("http") and not values.get("udp"):
         raise ConfigError("%s: no [[http]] or [[udp]] listener is configured" % path)
+    if values.get("filter"):
+        values["http"] = _apply_filters(_At(path), values["filter"], values.get("http", ()))
     return Config(path=path, **values)
 
 
@@ -377,6 +409,55 @@ def _readable_file(at, value):
     return value
 
 
+def _rate(at, value):
+    """A non-negative number (integer or float) of requests per second."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _wrong_type(at, value, "a number")
+    if not math.isfinite(value) or value < 0:
+        raise at.error("%s must be a number of requests per second, 0 or more" % _show(value))
+    return float(value)
+
+
+def _secret(at, value):
+    """A credential: a non-empty string, never quoted back in an error."""
+    if not isinstance(value, str):
+        raise at.error("must be a string")
+    if not value:
+        raise at.error("must not be empty")
+    return value
+
+
+def _regex(at, value):
+    """A regular expression (Python's ``re`` syntax, close to Go's), compiled."""
+    _string(at, value)
+    try:
+        return re.compile(value)
+    except re.error as e:
+        raise at.error("%s is not a valid regular expression: %s" % (_show(value), e)) from None
+
+
+def _names(at, value):
+    """A non-empty array of names (strings)."""
+    if not isinstance(value, list):
+        raise _wrong_type(at, value, 'an array of output names (e.g. ["a", "b"])')
+    if not value:
+        raise at.error("must not be empty")
+    for i, name in enumerate(value):
+        _name(at.index(i), name)
+    return tuple(value)
+
+
+def _ca_file(at, value):
+    """A PEM file of CA certificates, readable and parseable now."""
+    _readable_file(at, value)
+    try:
+        ssl.create_default_context(cafile=value)
+    except (ssl.SSLError, ValueError) as e:
+        raise at.error("%s is not a PEM file of CA certificates: %s"
+                       % (_show(value), getattr(e, "reason", None) or e)) from None
+    return value
+
+
 # ---------------------------------------------------------------------------
 # Addresses, in Go's host:port syntax
 
@@ -567,7 +648,21 @@ def _http_output(at, table):
     sync = values.get("buffer_sync")
     if sync and sync not in ("write", "os"):
         values["buffer_sync_interval"] = parse_duration(sync)
+    _check_credentials(at, values)
+    if values.get("ca_file") and scheme != "https":
+        raise at.key("ca-file").error("is only used with an https location, not %s"
+                                      % _show(values["location"]))
     return HTTPOutput(scheme=scheme, host=host, port=port, endpoints=endpoints, **values)
+
+
+def _check_credentials(at, values):
+    """username and password go together; token excludes them."""
+    if values.get("token") and ("username" in values or "password" in values):
+        raise at.key("token").error("use either token or username and password, not both")
+    if "username" in values and "password" not in values:
+        raise at.key("password").error("is required with username")
+    if "password" in values and "username" not in values:
+        raise at.key("username").error("is required with password")
 
 
 def _udp_output(at, table):
@@ -595,6 +690,12 @@ def _http_listener(at, table):
     host, port = _bind_addr(at.key("bind-addr"), values["bind_addr"])
     values.setdefault("name", values["bind_addr"])
     values["outputs"] = values.pop("output")
+    rate = values.get("rate_limit", 0.0)
+    if "burst_limit" in values and not rate:
+        raise at.key("burst-limit").error("needs rate-limit (greater than 0)")
+    values.setdefault("burst_limit", max(1, math.ceil(rate)))
+    if values.get("admin_token") and not values.get("admin_enabled"):
+        raise at.key("admin-token").error("is set but admin-enabled is not true")
     return HTTPListener(host=host, port=port, **values)
 
 
@@ -604,6 +705,49 @@ def _udp_listener(at, table):
     values.setdefault("name", values["bind_addr"])
     values["outputs"] = values.pop("output")
     return UDPListener(host=host, port=port, **values)
+
+
+def _filter(at, table):
+    values = _read_table(at, table, _FILTER_KEYS, required=("outputs",))
+    if "tag_expression" not in values and "measurement_expression" not in values:
+        raise at.error("a filter needs tag-expression or measurement-expression")
+    values.setdefault("name", at.path)
+    return Filter(**values)
+
+
+def _filters(at, value):
+    _array_of_tables(at, value, "[[filter]]")
+    items = [(at.index(i), _filter(at.index(i), table)) for i, table in enumerate(value)]
+    _check_unique_names([(item_at, f.name, "filter") for item_at, f in items])
+    return tuple(f for _, f in items)
+
+
+def _apply_filters(at, filters, listeners):
+    """Attach each filter to the HTTP outputs it names (in every listener);
+    naming an output that no [[http]] listener has is an error."""
+    known = {o.name for listener in listeners for o in listener.outputs}
+    for i, f in enumerate(filters):
+        for j, name in enumerate(f.outputs):
+            if name not in known:
+                raise at.key("filter").index(i).key("outputs").index(j).error(
+                    "%s is not the name of an HTTP output (%s)" % (_show(name), _hint(name, known))
+                )
+    return tuple(
+        replace(listener, outputs=tuple(
+            replace(o, filters=tuple(f for f in filters if o.name in f.outputs))
+            for o in listener.outputs
+        ))
+        for listener in listeners
+    )
+
+
+def _hint(name, known):
+    if not known:
+        return "there are none"
+    close = difflib.get_close_matches(name, known, n=1)
+    if close:
+        return "did you mean %s?" % json.dumps(close[0])
+    return "known outputs: %s" % ", ".join(sorted(known))
 
 
 def _listeners(build, example):
@@ -632,6 +776,10 @@ _HTTP_OUTPUT_KEYS = {
     "buffer-path": _string,
     "buffer-max-age": _duration,
     "buffer-sync": _buffer_sync,
+    "username": _secret,
+    "password": _secret,
+    "token": _secret,
+    "ca-file": _ca_file,
 }
 
 _HTTP_LISTENER_KEYS = {
@@ -641,7 +789,20 @@ _HTTP_LISTENER_KEYS = {
     "default-retention-policy": _optional_string,
     "max-body-size": _byte_size,
     "read-timeout": _positive_duration,
+    "default-ping-response": _integer(200, 599),
+    "health-timeout-ms": _integer(1),
+    "rate-limit": _rate,
+    "burst-limit": _integer(1),
+    "admin-enabled": _bool,
+    "admin-token": _secret,
     "output": _outputs(_http_output, "[[http.output]]"),
+}
+
+_FILTER_KEYS = {
+    "name": _name,
+    "tag-expression": _regex,
+    "measurement-expression": _regex,
+    "outputs": _names,
 }
 
 _UDP_OUTPUT_KEYS = {
@@ -661,5 +822,6 @@ _UDP_LISTENER_KEYS = {
 _TOP_KEYS = {
     "http": _listeners(_http_listener, "[[http]]"),
     "udp": _listeners(_udp_listener, "[[udp]]"),
+    "filter": _filters,
     "shutdown-timeout": _duration,
 }

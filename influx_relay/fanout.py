@@ -43,24 +43,33 @@ class Fanout(object):
     def __init__(self, outputs):
         self.outputs = tuple(outputs)
 
-    def write(self, endpoint_of, query, body, headers):
+    def write(self, endpoint_of, query, body, headers, bodies=None):
         """Send ``body`` to every output; return the :class:`Response` for the client.
 
         ``endpoint_of(output)`` gives the path to post to on that output's backend.
+        With ``bodies`` (filters), each output gets ``bodies[output]`` instead, and
+        one with no body in it takes no part in this write: it is neither sent
+        the write nor counted as failing it.
         """
+        targets = self.outputs
+        if bodies is not None:
+            targets = tuple(o for o in targets if bodies.get(o))
+            if not targets:
+                return WRITTEN  # filtered out everywhere: nothing to write
         results = Queue()
         sends = []
         waiting = 0
-        for output in self.outputs:
+        for output in targets:
+            out_body = body if bodies is None else bodies[output]
             if output.direct:
                 send = _Send(output, endpoint_of(output), results)
-                gevent.spawn(send.run, query, body, headers)
+                gevent.spawn(send.run, query, out_body, headers)
             elif output.draining:
                 # A backend that is well but still delivering its backlog (a
                 # slower backend's earlier writes, often) takes this write once
                 # the backlog is through, if no other backend takes it first.
                 send = _Send(output, endpoint_of(output), results)
-                gevent.spawn(send.run_after_backlog, query, body, headers)
+                gevent.spawn(send.run_after_backlog, query, out_body, headers)
             else:
                 continue
             sends.append(send)
@@ -77,7 +86,8 @@ class Fanout(object):
                 s.decided = True
             synced = ()
             if send.state == _OK:
-                synced = self._hold_for_the_others(send, sends, endpoint_of, query, body, headers)
+                synced = self._hold_for_the_others(
+                    send, sends, endpoint_of, query, body, headers, targets, bodies)
             for s in sends:
                 if s is not send and s.state != _IN_FLIGHT:
                     s.report()
@@ -90,7 +100,8 @@ class Fanout(object):
             return ALL_BACKLOGGED
         return _all_failed([s for s in failures if s.state == _FAILED])
 
-    def _hold_for_the_others(self, acked, sends, endpoint_of, query, body, headers):
+    def _hold_for_the_others(self, acked, sends, endpoint_of, query, body, headers,
+                             targets, bodies):
         """The write is acknowledged: every buffered output that lacks it keeps it.
 
         Returns the outputs that took it, to be synced (this must not yield).
@@ -98,7 +109,7 @@ class Fanout(object):
         by_output = {s.output: s for s in sends}
         header_key = tuple(sorted(headers.items()))
         held = []
-        for output in self.outputs:
+        for output in targets:
             if output is acked.output or not output.has_buffer:
                 continue
             send = by_output.get(output)
@@ -106,7 +117,7 @@ class Fanout(object):
                 continue
             key = (endpoint_of(output), query, header_key)
             pending = send is not None and send.started and send.state == _IN_FLIGHT
-            entry = output.hold(key, body, pending=pending)
+            entry = output.hold(key, body if bodies is None else bodies[output], pending=pending)
             if send is not None:
                 send.entry = entry
             if entry is not None:

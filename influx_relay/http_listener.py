@@ -1,25 +1,32 @@
 """The HTTP listener: InfluxDB's /write and /ping, served by gevent.
 
+Also: /api/v1/prom/write (passed through as-is), /health, /status, and, when
+``admin-enabled``, /admin and /admin/flush.
+
 :class:`WriteApp` is a WSGI application holding the request rules;
 :class:`HTTPListener` wraps it in a gevent ``WSGIServer`` with a bounded
 pool, a read timeout and, with ``ssl-combined-pem``, TLS.
 """
 
+import hmac
 import json
 import logging
+import math
 import socket
 import ssl
 import time
 import zlib
 from http import HTTPStatus
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, parse_qsl, quote, urlencode
 
 from gevent.pool import Pool
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
-from . import __version__, lineprotocol
+from . import __version__, admin, lineprotocol
 from .backend import Response, error_response
 from .errors import LineProtocolError
+from .filters import Router
+from .ratelimit import TokenBucket
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +51,11 @@ _STATUS = {code: _status_line(code) for code in (200, 204, 404, 405)}
 class RequestError(Exception):
     """A request the relay answers itself, with ``status`` and ``message``."""
 
-    def __init__(self, status, message):
+    def __init__(self, status, message, headers=()):
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = list(headers)
 
 
 class WriteApp(object):
@@ -57,11 +65,16 @@ class WriteApp(object):
         self.cfg = cfg
         self.fanout = fanout
         self.max_body_size = cfg.max_body_size
+        self.limiter = TokenBucket(cfg.rate_limit, cfg.burst_limit) if cfg.rate_limit else None
+        self.router = Router(fanout.outputs) or None
         self.routes = {
             "/write": self.write,
             "/ping": self.ping,
             "/status": self.status,
             "/admin/flush": self.flush,
+            "/health": self.health,
+            "/admin": self.admin,
+            "/api/v1/prom/write": self.prom_write,
         }
 
     def __call__(self, environ, start_response):
@@ -71,7 +84,7 @@ class WriteApp(object):
                 raise RequestError(404, "not found")
             return handler(environ, start_response)
         except RequestError as e:
-            return _error(start_response, e.status, e.message, environ)
+            return _error(start_response, e.status, e.message, environ, e.headers)
 
     # -- /ping -------------------------------------------------------------
 
@@ -81,8 +94,82 @@ class WriteApp(object):
             return _not_allowed(start_response, "GET, HEAD", method)
         if parse_qs(environ.get("QUERY_STRING", "")).get("verbose", [""])[0].lower() in ("true", "1"):
             return _json(start_response, 200, {"version": VERSION})
-        start_response(_STATUS[204], list(_COMMON))
+        status = self.cfg.default_ping_response
+        if status == 204:
+            start_response(_STATUS[204], list(_COMMON))
+        else:
+            start_response(_STATUS.get(status) or _status_line(status),
+                           _COMMON + [("Content-Length", "0")])
         return []
+
+    # -- /health -----------------------------------------------------------
+
+    def health(self, environ, start_response):
+        """Ping every output's backend; 200 healthy or problem, 503 critical."""
+        method = environ["REQUEST_METHOD"]
+        if method not in ("GET", "HEAD"):
+            return _not_allowed(start_response, "GET, HEAD", method)
+        status, report = admin.health(self.fanout.outputs, self.cfg.health_timeout_ms / 1000.0)
+        return _json(start_response, status, report)
+
+    # -- rate limit and admin switch ---------------------------------------
+
+    def check_rate(self):
+        """Take a token for a write request, or answer 429 with Retry-After."""
+        if self.limiter is not None:
+            wait = self.limiter.take()
+            if wait:
+                raise RequestError(429, "rate limit exceeded",
+                                   [("Retry-After", str(max(1, math.ceil(wait))))])
+
+    def check_admin(self, environ):
+        """/admin* are off (404) unless admin-enabled; with admin-token, the
+        client must send it as ``Authorization: Bearer <token>`` (401)."""
+        if not self.cfg.admin_enabled:
+            raise RequestError(404, "not found")
+        token = self.cfg.admin_token
+        if token is None:
+            return
+        scheme, _, given = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode("utf-8"), token.encode("utf-8")
+        ):
+            log.warning("refused an admin request from %s: no valid admin token",
+                        environ.get("REMOTE_ADDR"))
+            raise RequestError(401, "authorization failed",
+                               [("WWW-Authenticate", 'Bearer realm="influx-relay admin"')])
+
+    # -- /admin ------------------------------------------------------------
+
+    def admin(self, environ, start_response):
+        """Send a query (``q``, in a form body or the query string) to every
+        backend's query endpoint, with the client's credentials."""
+        self.check_admin(environ)
+        method = environ["REQUEST_METHOD"]
+        if method != "POST":
+            return _not_allowed(start_response, "POST", method)
+        body = self.read_body(environ)
+        params = []
+        if body.strip():
+            ctype = environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
+            if ctype != "application/x-www-form-urlencoded":
+                raise RequestError(415, "send q as a form field (application/"
+                                        "x-www-form-urlencoded) or in the query string")
+            params = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+        # As InfluxDB (Go's FormValue): the form body before the query string.
+        params += parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+        q = next((v for k, v in params if k == "q"), "")
+        if not q.strip():
+            raise RequestError(400, 'missing required parameter "q"')
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        auth = environ.get("HTTP_AUTHORIZATION")
+        if auth and self.cfg.admin_token is None:  # else it holds our token, not InfluxDB's
+            headers["Authorization"] = auth
+        rest = urlencode([(k, v) for k, v in params if k != "q"])
+        response, outcome = admin.query(
+            self.fanout.outputs, rest, urlencode([("q", q)]).encode("utf-8"), headers)
+        log.info("admin query from %s: %s", environ.get("REMOTE_ADDR"), outcome)
+        return _respond(start_response, response, [("X-Relay-Backends", outcome)])
 
     # -- /status and /admin/flush -------------------------------------------
 
@@ -95,11 +182,10 @@ class WriteApp(object):
 
     def flush(self, environ, start_response):
         """Empty every retry buffer, or ``?output=NAME``'s; say what was dropped."""
+        self.check_admin(environ)
         method = environ["REQUEST_METHOD"]
         if method != "POST":
             return _not_allowed(start_response, "POST", method)
-        if not _is_loopback(environ.get("REMOTE_ADDR", "")):
-            raise RequestError(403, "/admin/flush is only served to loopback clients")
         wanted = parse_qs(environ.get("QUERY_STRING", "")).get("output")
         outputs = [o for o in self.fanout.outputs if not wanted or o.name in wanted]
         if wanted and not outputs:
@@ -117,6 +203,7 @@ class WriteApp(object):
         method = environ["REQUEST_METHOD"]
         if method != "POST":
             return _not_allowed(start_response, "POST", method)
+        self.check_rate()
         query = environ.get("QUERY_STRING", "")
         params = parse_qs(query)
         if not params.get("db", [""])[0]:
@@ -130,8 +217,18 @@ class WriteApp(object):
             query += "&rp=" + quote(self.cfg.default_retention_policy, safe="")
 
         body = self.read_body(environ)
+        bodies = None
+        ts = lineprotocol.stamp(precision, received_ns)
         try:
-            body, points = lineprotocol.prepare(body, lineprotocol.stamp(precision, received_ns))
+            if self.router is None:
+                body, points = lineprotocol.prepare(body, ts)
+            else:
+                # Stamped before filtering: every output stores the same times.
+                lines, changed = lineprotocol.scan(body, ts)
+                points = len(lines)
+                if changed:
+                    body = b"\n".join(lines)
+                bodies = self.router.split(lines, body)
         except LineProtocolError as e:
             log.info("rejected write from %s: %s", environ.get("REMOTE_ADDR"), e)
             raise RequestError(400, str(e))
@@ -144,7 +241,7 @@ class WriteApp(object):
         auth = environ.get("HTTP_AUTHORIZATION")
         if auth:
             headers["Authorization"] = auth
-        response = self.fanout.write(_write_endpoint, query, body, headers)
+        response = self.fanout.write(_write_endpoint, query, body, headers, bodies=bodies)
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "write db=%s points=%d bytes=%d -> %d",
@@ -152,8 +249,36 @@ class WriteApp(object):
             )
         return _respond(start_response, response)
 
-    def read_body(self, environ):
-        """The request body, decoded, or a :class:`RequestError` (400, 408, 413, 415)."""
+    # -- /api/v1/prom/write --------------------------------------------------
+
+    def prom_write(self, environ, start_response):
+        """A Prometheus remote write: the (snappy) body goes to every output's
+        write_prom endpoint as it came, with the /write response rules and
+        retry buffers. It is never decoded, stamped or filtered."""
+        method = environ["REQUEST_METHOD"]
+        if method != "POST":
+            return _not_allowed(start_response, "POST", method)
+        self.check_rate()
+        query = environ.get("QUERY_STRING", "")
+        if self.cfg.default_retention_policy and not parse_qs(query).get("rp"):
+            query += "&rp=" + quote(self.cfg.default_retention_policy, safe="")
+        body = self.read_body(environ, decode=False)
+        headers = {}
+        for name, key in _PROM_HEADERS:
+            value = environ.get(key)
+            if value:
+                headers[name] = value
+        response = self.fanout.write(_prom_endpoint, query, body, headers)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("prometheus write bytes=%d -> %d", len(body), response.status)
+        return _respond(start_response, response)
+
+    def read_body(self, environ, decode=True):
+        """The request body, decoded, or a :class:`RequestError` (400, 408, 413, 415).
+
+        With ``decode=False`` the body is returned as it came (only its size is
+        checked), whatever its Content-Encoding.
+        """
         limit = self.max_body_size
         length = environ.get("CONTENT_LENGTH")
         if length:
@@ -173,6 +298,8 @@ class WriteApp(object):
         if len(body) > limit:
             _forget_body(environ)
             raise RequestError(413, "request body too large (limit %d bytes)" % limit)
+        if not decode:
+            return body
 
         encoding = environ.get("HTTP_CONTENT_ENCODING", "").strip().lower()
         if encoding == "gzip":
@@ -182,12 +309,21 @@ class WriteApp(object):
         return body
 
 
-def _is_loopback(address):
-    return address.startswith("127.") or address in ("::1", "::ffff:127.0.0.1")
-
-
 def _write_endpoint(output):
     return output.cfg.endpoints.write
+
+
+def _prom_endpoint(output):
+    return output.cfg.endpoints.write_prom
+
+
+#: Headers of a Prometheus remote write passed to the backends, and their WSGI keys.
+_PROM_HEADERS = (
+    ("Content-Type", "CONTENT_TYPE"),
+    ("Content-Encoding", "HTTP_CONTENT_ENCODING"),
+    ("X-Prometheus-Remote-Write-Version", "HTTP_X_PROMETHEUS_REMOTE_WRITE_VERSION"),
+    ("Authorization", "HTTP_AUTHORIZATION"),
+)
 
 
 def _gunzip(body, limit):
@@ -229,8 +365,8 @@ def _json(start_response, status, obj):
     return _respond(start_response, Response(status, body, _JSON))
 
 
-def _error(start_response, status, message, environ=None):
-    extra = []
+def _error(start_response, status, message, environ=None, headers=()):
+    extra = list(headers)
     if environ is not None and environ.get("influx_relay.close"):
         extra.append(("Connection", "close"))
     return _respond(start_response, error_response(status, message), extra)
@@ -261,6 +397,9 @@ class _Handler(WSGIHandler):
             log.debug("%s", self.format_request())
 
 
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
 class HTTPListener(object):
     """One ``[[http]]`` section, listening."""
 
@@ -268,6 +407,9 @@ class HTTPListener(object):
         self.cfg = cfg
         self.name = cfg.name
         self.app = WriteApp(cfg, fanout)
+        if cfg.admin_enabled and cfg.admin_token is None and cfg.host not in _LOOPBACK:
+            log.warning("http listener %r: /admin is enabled without admin-token: any client "
+                        "that reaches %s can run queries on every backend", cfg.name, cfg.bind_addr)
         kwargs = {}
         if cfg.ssl_combined_pem:
             ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

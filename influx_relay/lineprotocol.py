@@ -199,3 +199,30 @@ def _reason(line):
     if text.count(b'"') % 2:
         return "unbalanced quotes"
     return "invalid field format"
+
+
+# The series key of a line (measurement and tags), for [[filter]] tables.
+_SERIES_KEY = re.compile(rb"[ \t]*((?:[^ \\]|\\.|\\\Z)+)", re.S)
+_KEY_PART = re.compile(rb"(?:[^,\\]|\\.|\\\Z)+", re.S)
+_TAG_KEY = re.compile(rb"(?:[^=\\]|\\.|\\\Z)*", re.S)
+_ESCAPED = re.compile(rb"\\([,= ])")
+
+
+def series_key(line):
+    """The series key of a line (measurement and tag set), as bytes."""
+    if b"\\" not in line:
+        return line.lstrip(b" \t").split(b" ", 1)[0]
+    m = _SERIES_KEY.match(line)
+    return m.group(1) if m else b""
+
+
+def parse_series_key(key):
+    """``(measurement, tag keys)`` of a series key, unescaped, as text."""
+    if b"\\" not in key:
+        parts = key.split(b",")
+        tags = [p.partition(b"=")[0] for p in parts[1:] if p]
+    else:
+        parts = _KEY_PART.findall(key) or [b""]
+        tags = [_ESCAPED.sub(rb"\1", _TAG_KEY.match(p).group(0)) for p in parts[1:]]
+        parts[0] = _ESCAPED.sub(rb"\1", parts[0])
+    return parts[0].decode("utf-8", "replace"), [t.decode("utf-8", "replace") for t in tags]

@@ -129,6 +129,8 @@ class Output(object):
     def _send_batch(self, batch):
         buffer = self.buffer
         endpoint, query, headers = batch[0].key
+        if endpoint == self.cfg.endpoints.write_prom:
+            batch = batch[:1]  # a protobuf body: two cannot be joined into one
         body = b"\n".join(buffer.body(e) for e in batch)
         try:
             response = self.backend.post(endpoint, query, body, dict(headers))

@@ -1,7 +1,7 @@
 """Scripted fake InfluxDB servers for faults a real one cannot easily produce.
 
 A :class:`FakeBackend` speaks just enough HTTP/1.1 (keep-alive, Content-Length
-and chunked bodies) and answers each request by its current ``mode``:
+and chunked bodies; over TLS with ``tls``) and answers each request by its current ``mode``:
 
 * ``("status", code, body)``: that status (``body`` bytes, JSON type);
 * ``"hang"``: read the request, then never answer;
@@ -26,20 +26,22 @@ Request = namedtuple("Request", "method path query headers body")
 
 
 class FakeBackend(object):
-    def __init__(self, mode=("status", 204, b""), port=0):
+    def __init__(self, mode=("status", 204, b""), port=0, tls=None):
         self.mode = mode
         self.script = []
         self.port = port
+        self.tls = tls  # an ssl.SSLContext: serve HTTPS
         self.requests = []
         self.server = None
         self._conns = set()
 
     @property
     def url(self):
-        return "http://127.0.0.1:%d" % self.port
+        return "%s://127.0.0.1:%d" % ("https" if self.tls else "http", self.port)
 
     def start(self):
-        self.server = StreamServer(("127.0.0.1", self.port), self._handle)
+        ssl_args = {"ssl_context": self.tls} if self.tls else {}
+        self.server = StreamServer(("127.0.0.1", self.port), self._handle, **ssl_args)
         self.server.init_socket()
         self.server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.server.start()

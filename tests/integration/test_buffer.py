@@ -8,13 +8,13 @@ import gevent
 from .conftest import error_of, eventually, http_config
 
 
-def buffered(*backends, size_mb=1, extra=""):
+def buffered(*backends, size_mb=1, extra="", listener_extra=""):
     outputs = [
         '{ name = "b%d", location = "%s/write", timeout = "1s", buffer-size-mb = %d, '
         'max-delay-interval = "200ms", max-batch-kb = 1%s }' % (i, b.url, size_mb, extra)
         for i, b in enumerate(backends)
     ]
-    return http_config(*outputs)
+    return http_config(*outputs, listener_extra=listener_extra)
 
 
 def point(i):
@@ -153,7 +153,7 @@ def test_buffered_writes_expire_after_max_age(relay, backends):
 def test_admin_flush_empties_buffers_and_says_how_much(relay, backends):
     a, b = backends(), backends()
     b.stop()
-    r = relay(buffered(a, b))
+    r = relay(buffered(a, b, listener_extra="admin-enabled = true"))
     for i in range(3):
         r.write(point(i))
     resp = r.http.request("POST", r.url + "/admin/flush?output=b1")
