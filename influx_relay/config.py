@@ -648,6 +648,13 @@ def _http_output(at, table):
     sync = values.get("buffer_sync")
     if sync and sync not in ("write", "os"):
         values["buffer_sync_interval"] = parse_duration(sync)
+    for old, new in (("http_user", "username"), ("http_pass", "password")):
+        # influxdb-relay's names for the same thing.
+        if old in values:
+            if new in values:
+                raise at.key(old.replace("_", "-")).error(
+                    "is influxdb-relay's name for %s: set one of them" % new)
+            values[new] = values.pop(old)
     _check_credentials(at, values)
     if values.get("ca_file") and scheme != "https":
         raise at.key("ca-file").error("is only used with an https location, not %s"
@@ -778,6 +785,8 @@ _HTTP_OUTPUT_KEYS = {
     "buffer-sync": _buffer_sync,
     "username": _secret,
     "password": _secret,
+    "http-user": _secret,
+    "http-pass": _secret,
     "token": _secret,
     "ca-file": _ca_file,
 }

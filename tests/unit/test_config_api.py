@@ -257,3 +257,19 @@ def test_sample_commented_filter_loads():
     (f,) = loads(text).filter
     assert f.name == "only-system-metrics" and f.outputs == ("local-influxdb02",)
     assert cfg.filter == ()
+
+
+def test_influxdb_relay_http_user_and_http_pass_are_username_and_password():
+    from influx_relay import config as c
+
+    text = (
+        '[[http]]\nbind-addr = "127.0.0.1:0"\n'
+        'output = [{ name = "a", location = "http://127.0.0.1:8086/write", '
+        'http-user = "u", http-pass = "pw" }]\n'
+    )
+    (out,) = c.loads(text, "relay.toml").http[0].outputs
+    assert (out.username, out.password) == ("u", "pw")
+    both = text.replace('http-user = "u"', 'http-user = "u", username = "v"')
+    with pytest.raises(c.ConfigError) as e:
+        c.loads(both, "relay.toml")
+    assert "http-user" in str(e.value) and "username" in str(e.value)
