@@ -15,7 +15,7 @@ import ipaddress
 import json
 import os
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from typing import Optional, Tuple
 from urllib.parse import urlsplit
@@ -35,6 +35,7 @@ DEFAULT_MAX_BATCH_KB = 512
 DEFAULT_MAX_DELAY_INTERVAL = 10.0
 DEFAULT_SHUTDOWN_TIMEOUT = 10.0
 PRECISIONS = ("n", "ns", "u", "us", "ms", "s", "m", "h")
+APIS = ("v1", "v2")
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class Endpoints:
     ping: str = "/ping"
     query: str = "/query"
     write_prom: str = "/api/v1/prom/write"
+    write_v2: str = "/api/v2/write"
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,10 @@ class HTTPOutput:
     buffer_max_age: float = 0.0               # seconds; 0: buffered writes never expire
     buffer_sync: str = "1s"                   # "write", "os", or an interval
     buffer_sync_interval: float = 1.0         # seconds, when buffer_sync is an interval
+    api: str = "v1"                           # the write API the backend speaks: "v1" or "v2"
+    org: Optional[str] = None                 # v2: organization (None: the client's)
+    token: Optional[str] = field(default=None, repr=False)  # v2: API token (None: the client's)
+    bucket: Optional[str] = None              # v2: fixed bucket (None: from db/rp or the client's)
 
     @property
     def base_url(self):
@@ -474,11 +480,11 @@ def _check_unique_binds(listeners):
 # ---------------------------------------------------------------------------
 # HTTP outputs: location and endpoints
 
-_ENDPOINT_KEYS = {name: _string for name in ("write", "ping", "query", "write_prom")}
+_ENDPOINT_KEYS = {name: _string for name in ("write", "ping", "query", "write_prom", "write_v2")}
 
 
 def _endpoints(at, value):
-    """The inline ``endpoints`` table: any subset of write, ping, query, write_prom."""
+    """The inline ``endpoints`` table: any subset of write, ping, query, write_prom, write_v2."""
     if not isinstance(value, dict):
         raise _wrong_type(at, value, "a table (e.g. {write=\"/write\", ping=\"/ping\"})")
     paths = _read_table(at, value, _ENDPOINT_KEYS)
@@ -496,8 +502,9 @@ def _http_location(at, location, endpoints):
     """(scheme, host, port, Endpoints) from an output's location and endpoints.
 
     Without ``endpoints``, a location whose path ends in "/write" is the full
-    write URL of the original influxdb-relay; any other location is a base URL
-    whose path prefixes every default endpoint.
+    write URL of the original influxdb-relay (or, ending in "/api/v2/write",
+    of an InfluxDB 2.x backend); any other location is a base URL whose path
+    prefixes every default endpoint.
     """
     shown = _show(location)
     if not location.lower().startswith(("http://", "https://")):
@@ -524,7 +531,9 @@ def _http_location(at, location, endpoints):
         raise at.error("%s %s" % (shown, reason)) from None
 
     path = parts.path
-    if endpoints is None and path.endswith("/write"):
+    if endpoints is None and path.endswith("/api/v2/write"):
+        prefix = path[: -len("/api/v2/write")]  # the full v2 write URL
+    elif endpoints is None and path.endswith("/write"):
         prefix = path[: -len("/write")]  # the original format: the full write URL
     else:
         prefix = path.rstrip("/")
@@ -555,6 +564,12 @@ def _buffer_sync(at, value):
     raise at.error('%s is not "write", "os" or an interval such as "1s"' % _show(value))
 
 
+def _api(at, value):
+    if _string(at, value) not in APIS:
+        raise at.error('%s is not an API (one of "v1", "v2")' % _show(value))
+    return value
+
+
 def _http_output(at, table):
     values = _read_table(at, table, _HTTP_OUTPUT_KEYS, required=("name", "location"))
     scheme, host, port, endpoints = _http_location(
@@ -564,6 +579,10 @@ def _http_output(at, table):
         raise at.key("buffer-path").error(
             "a disk buffer needs buffer-size-mb (its size limit) greater than 0"
         )
+    if values.get("api", "v1") == "v1":
+        for key in ("org", "token", "bucket"):
+            if key in values:
+                raise at.key(key).error('is only used with api = "v2"')
     sync = values.get("buffer_sync")
     if sync and sync not in ("write", "os"):
         values["buffer_sync_interval"] = parse_duration(sync)
@@ -632,6 +651,10 @@ _HTTP_OUTPUT_KEYS = {
     "buffer-path": _string,
     "buffer-max-age": _duration,
     "buffer-sync": _buffer_sync,
+    "api": _api,
+    "org": _optional_string,
+    "token": _optional_string,
+    "bucket": _optional_string,
 }
 
 _HTTP_LISTENER_KEYS = {

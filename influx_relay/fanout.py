@@ -43,20 +43,31 @@ class Fanout(object):
     def __init__(self, outputs):
         self.outputs = tuple(outputs)
 
-    def write(self, endpoint_of, query, body, headers):
+    def write(self, endpoint_of, query, body, headers, translate=None):
         """Send ``body`` to every output; return the :class:`Response` for the client.
 
         ``endpoint_of(output)`` gives the path to post to on that output's backend.
+        ``translate(output, query, headers)``, when given, returns the query string
+        and headers that output's backend gets instead of the client's (its API
+        differs from the client's); a retry buffer keeps those, so a replay is
+        the same request.
         """
         direct = [o for o in self.outputs if o.direct]
         if not direct:
             return ALL_BACKLOGGED
+        if translate is None:
+            def request_of(output):
+                return endpoint_of(output), query, headers
+        else:
+            def request_of(output):
+                return (endpoint_of(output),) + tuple(translate(output, query, headers))
         results = Queue()
         sends = []
         for output in direct:
-            send = _Send(output, endpoint_of(output), results)
+            endpoint, out_query, out_headers = request_of(output)
+            send = _Send(output, endpoint, results)
             sends.append(send)
-            gevent.spawn(send.run, query, body, headers)
+            gevent.spawn(send.run, out_query, body, out_headers)
         failures = []
         for _ in sends:
             send = results.get()
@@ -68,7 +79,7 @@ class Fanout(object):
                 s.decided = True
             synced = ()
             if send.state == _OK:
-                synced = self._hold_for_the_others(send, sends, endpoint_of, query, body, headers)
+                synced = self._hold_for_the_others(send, sends, request_of, body)
             for s in sends:
                 if s is not send and s.state != _IN_FLIGHT:
                     s.report()
@@ -79,13 +90,12 @@ class Fanout(object):
             s.decided = True
         return _all_failed(failures)
 
-    def _hold_for_the_others(self, acked, sends, endpoint_of, query, body, headers):
+    def _hold_for_the_others(self, acked, sends, request_of, body):
         """The write is acknowledged: every buffered output that lacks it keeps it.
 
         Returns the outputs that took it, to be synced (this must not yield).
         """
         by_output = {s.output: s for s in sends}
-        header_key = tuple(sorted(headers.items()))
         held = []
         for output in self.outputs:
             if output is acked.output or not output.has_buffer:
@@ -93,7 +103,8 @@ class Fanout(object):
             send = by_output.get(output)
             if send is not None and send.state in (_OK, _REJECTED):
                 continue
-            key = (endpoint_of(output), query, header_key)
+            endpoint, query, headers = request_of(output)
+            key = (endpoint, query, tuple(sorted(headers.items())))
             pending = send is not None and send.state == _IN_FLIGHT
             entry = output.hold(key, body, pending=pending)
             if send is not None:

@@ -1,4 +1,4 @@
-"""The HTTP listener: InfluxDB's /write and /ping, served by gevent.
+"""The HTTP listener: InfluxDB's /write, /api/v2/write and /ping, served by gevent.
 
 :class:`WriteApp` is a WSGI application holding the request rules;
 :class:`HTTPListener` wraps it in a gevent ``WSGIServer`` with a bounded
@@ -11,13 +11,14 @@ import socket
 import ssl
 import time
 import zlib
+from datetime import datetime, timezone
 from http import HTTPStatus
 from urllib.parse import parse_qs, quote
 
 from gevent.pool import Pool
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
-from . import __version__, lineprotocol
+from . import __version__, apiv2, lineprotocol
 from .backend import Response, error_response
 from .errors import LineProtocolError
 
@@ -28,7 +29,10 @@ MAX_CONNECTIONS = 1000
 
 VERSION = "relay-%s" % __version__
 _JSON = "application/json"
-_COMMON = [("X-Influxdb-Version", VERSION)]
+#: InfluxDB sends its build flavour too; clients look for "cloud" in it to pick
+#: Cloud-only APIs. The relay fronts OSS servers and answers as one.
+BUILD = "OSS"
+_COMMON = [("X-Influxdb-Version", VERSION), ("X-Influxdb-Build", BUILD)]
 
 
 def _status_line(code):
@@ -57,9 +61,14 @@ class WriteApp(object):
         self.cfg = cfg
         self.fanout = fanout
         self.max_body_size = cfg.max_body_size
+        self.started = time.time()
+        self.has_v1_outputs = any(o.api != "v2" for o in cfg.outputs)
+        self.has_v2_outputs = any(o.api == "v2" for o in cfg.outputs)
         self.routes = {
             "/write": self.write,
+            "/api/v2/write": self.write_v2,
             "/ping": self.ping,
+            "/ready": self.ready,
             "/status": self.status,
             "/admin/flush": self.flush,
         }
@@ -126,6 +135,12 @@ class WriteApp(object):
             raise RequestError(
                 400, 'invalid precision "%s" (use n, u, ms, s, m or h)' % precision[:20]
             )
+        translate = None
+        if self.has_v2_outputs:
+            if not apiv2.v1_precision_has_v2_name(precision):
+                raise RequestError(400, 'precision "%s" cannot be written to the InfluxDB 2.x '
+                                        "outputs of this relay (use n, u, ms or s)" % precision)
+            translate = apiv2.FromV1(params, precision, self.cfg.default_retention_policy)
         if self.cfg.default_retention_policy and not params.get("rp"):
             query += "&rp=" + quote(self.cfg.default_retention_policy, safe="")
 
@@ -144,13 +159,78 @@ class WriteApp(object):
         auth = environ.get("HTTP_AUTHORIZATION")
         if auth:
             headers["Authorization"] = auth
-        response = self.fanout.write(_write_endpoint, query, body, headers)
+        response = self.fanout.write(_write_endpoint, query, body, headers, translate)
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "write db=%s points=%d bytes=%d -> %d",
                 params["db"][0], points, len(body), response.status,
             )
-        return _respond(start_response, response)
+        return _respond(start_response, apiv2.as_v1(response))
+
+    # -- /api/v2/write -------------------------------------------------------
+
+    def write_v2(self, environ, start_response):
+        """InfluxDB 2.x's write: the same rules as /write, errors in 2.x's shape."""
+        try:
+            return self._write_v2(environ, start_response)
+        except RequestError as e:
+            extra = [("Connection", "close")] if environ.get("influx_relay.close") else []
+            return _respond(start_response, apiv2.error_response(e.status, e.message), extra)
+
+    def _write_v2(self, environ, start_response):
+        received_ns = time.time_ns()
+        method = environ["REQUEST_METHOD"]
+        if method == "OPTIONS":
+            return _not_allowed(start_response, "POST", method)
+        if method != "POST":
+            response = apiv2.error_response(405, "method not allowed: %s" % method[:20])
+            return _respond(start_response, response, [("Allow", "POST")])
+        query = environ.get("QUERY_STRING", "")
+        params = parse_qs(query)
+        bucket = params.get("bucket", [""])[0]
+        if not bucket:
+            raise RequestError(400, "missing parameter: bucket")
+        precision = params.get("precision", ["ns"])[0] or "ns"
+        if precision not in apiv2.PRECISIONS:
+            raise RequestError(400, apiv2.BAD_PRECISION)
+        translate = apiv2.FromV2(params, precision, self.cfg.default_retention_policy)
+        if self.has_v1_outputs and not translate.db:
+            raise RequestError(400, 'bucket "%s" names no database before "/" for the InfluxDB '
+                                    "1.x outputs of this relay" % bucket[:100])
+
+        body = self.read_body(environ)
+        try:
+            body, points = lineprotocol.prepare(body, lineprotocol.stamp(precision, received_ns))
+        except LineProtocolError as e:
+            log.info("rejected write from %s: %s", environ.get("REMOTE_ADDR"), e)
+            raise RequestError(400, str(e))
+        if not points:
+            start_response(_STATUS[204], list(_COMMON))
+            return []
+
+        headers = {"Content-Type": "text/plain; charset=utf-8"}
+        auth = environ.get("HTTP_AUTHORIZATION")
+        if auth:
+            headers["Authorization"] = auth
+        response = self.fanout.write(apiv2.write_endpoint, query, body, headers, translate)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("write bucket=%s points=%d bytes=%d -> %d",
+                      bucket, points, len(body), response.status)
+        return _respond(start_response, apiv2.as_v2(response))
+
+    # -- /ready ----------------------------------------------------------------
+
+    def ready(self, environ, start_response):
+        """InfluxDB 2.x's readiness probe: the relay is up (its backends may not be)."""
+        method = environ["REQUEST_METHOD"]
+        if method not in ("GET", "HEAD"):
+            return _not_allowed(start_response, "GET, HEAD", method)
+        started = datetime.fromtimestamp(self.started, timezone.utc)
+        return _json(start_response, 200, {
+            "status": "ready",
+            "started": started.isoformat().replace("+00:00", "Z"),
+            "up": "%.3fs" % (time.time() - self.started),
+        })
 
     def read_body(self, environ):
         """The request body, decoded, or a :class:`RequestError` (400, 408, 413, 415)."""
@@ -187,7 +267,7 @@ def _is_loopback(address):
 
 
 def _write_endpoint(output):
-    return output.cfg.endpoints.write
+    return apiv2.write_endpoint(output)
 
 
 def _gunzip(body, limit):
