@@ -8,6 +8,10 @@ The rules, from influxdb-relay:
 * only when every backend failed (5xx or no answer) does the client get a
   5xx, so that the client retries.
 
+A 429 (Too Many Requests: InfluxDB 2.x's and Cloud's rate limits and quotas)
+counts as a failure, not a rejection: the data is fine, the backend says
+"later". So it is retried from a buffer like a 5xx, never dropped.
+
 With retry buffers (see :mod:`.output`), a write is sent directly only to the
 outputs whose buffer is empty; the others would let it overtake their backlog.
 Once one backend has acknowledged the write, every other buffered output
@@ -23,7 +27,7 @@ import logging
 import gevent
 from gevent.queue import Queue
 
-from .backend import Response, error_response
+from .backend import Response, error_response, retryable
 from .errors import BackendError
 
 log = logging.getLogger(__name__)
@@ -143,7 +147,7 @@ class _Send(object):
         except Exception as e:  # a bug must not leave the client waiting
             log.exception("%s: unexpected error while writing", self.output)
             self.error = BackendError(self.output, "internal error: %s" % e)
-        if self.error is not None or self.response.status >= 500:
+        if self.error is not None or retryable(self.response.status):
             self.state = _FAILED
         elif self.response.status >= 300:
             self.state = _REJECTED

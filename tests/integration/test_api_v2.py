@@ -292,3 +292,32 @@ def test_a_422_is_returned_and_never_buffered(relay, backends):
     status = r.get("/status").json()["outputs"]
     assert status["v2"]["buffered_writes"] == 0 and status["v1"]["buffered_writes"] == 0
     assert len(two.requests) == 1
+
+
+TOO_MANY = b'{"code":"too many requests","message":"org exceeded its write rate"}'
+
+
+def test_a_429_is_retried_from_the_buffer_not_dropped(relay, backends):
+    one, two = backends(), backends(mode=("status", 429, TOO_MANY))
+    r = relay(http_config(buffered(v1_output(one)), buffered(v2_output(two))))
+    for i in range(3):
+        assert write_v2(r, b"cpu v=%d %d" % (i, i)).status == 204
+    eventually(lambda: r.get("/status").json()["outputs"]["v2"]["retries"] >= 1)
+    two.mode = ("status", 204, b"")
+
+    def delivered():
+        s = r.get("/status").json()["outputs"]["v2"]
+        return s["replayed_batches"] >= 1 and s["buffered_writes"] == 0 and s
+    status = eventually(delivered, timeout=10)
+    assert status["dropped_rejected"] == 0
+    # Every request but the last was answered 429; the last carried the whole backlog.
+    assert two.requests[-1].body.split(b"\n") == one.lines == [
+        b"cpu v=%d %d" % (i, i) for i in range(3)]
+
+
+def test_every_backend_answering_429_gives_the_client_the_429(relay, backends):
+    one = backends(mode=("status", 429, TOO_MANY))
+    r = relay(http_config(v2_output(one), v2_output(backends(mode=("status", 503, b"")), "b")))
+    resp = write_v2(r, b"cpu v=1 1")
+    assert resp.status == 429
+    assert v2_error(resp)["code"] == "too many requests"
