@@ -25,6 +25,12 @@ def error_response(status, message):
     return Response(status, body, "application/json")
 
 
+def retryable(status):
+    """Whether a backend's answer means "try again later" (5xx, or 429 Too Many
+    Requests, InfluxDB 2.x's rate limit), not "this data is wrong" (other 4xx)."""
+    return status >= 500 or status == 429
+
+
 class HTTPBackend(object):
     """An HTTP output: posts bodies to one server's endpoints.
 

@@ -59,8 +59,9 @@ def check(config_path):
         scheme = "https" if listener.ssl_combined_pem else "http"
         click.echo("http listener %r on %s (%s)" % (listener.name, listener.bind_addr, scheme))
         for o in listener.outputs:
+            write = o.endpoints.write_v2 if o.api == "v2" else o.endpoints.write
             click.echo(
-                "  -> %s: %s%s (timeout %gs)" % (o.name, o.base_url, o.endpoints.write, o.timeout)
+                "  -> %s: %s%s (timeout %gs)" % (o.name, o.base_url, write, o.timeout)
             )
     for listener in cfg.udp:
         click.echo(

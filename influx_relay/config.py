@@ -37,6 +37,7 @@ DEFAULT_MAX_BATCH_KB = 512
 DEFAULT_MAX_DELAY_INTERVAL = 10.0
 DEFAULT_SHUTDOWN_TIMEOUT = 10.0
 PRECISIONS = ("n", "ns", "u", "us", "ms", "s", "m", "h")
+APIS = ("v1", "v2")
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class Endpoints:
     ping: str = "/ping"
     query: str = "/query"
     write_prom: str = "/api/v1/prom/write"
+    write_v2: str = "/api/v2/write"
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,9 @@ class HTTPOutput:
     token: Optional[str] = field(default=None, repr=False)  # "Authorization: Token ..." instead
     ca_file: Optional[str] = None             # PEM CA bundle trusted for an https location
     filters: Tuple["Filter", ...] = ()        # the [[filter]] tables naming this output
+    api: str = "v1"                           # the write API the backend speaks: "v1" or "v2"
+    org: Optional[str] = None                 # v2: organization (None: the client's)
+    bucket: Optional[str] = None              # v2: fixed bucket (None: from db/rp or the client's)
 
     @property
     def base_url(self):
@@ -555,11 +560,11 @@ def _check_unique_binds(listeners):
 # ---------------------------------------------------------------------------
 # HTTP outputs: location and endpoints
 
-_ENDPOINT_KEYS = {name: _string for name in ("write", "ping", "query", "write_prom")}
+_ENDPOINT_KEYS = {name: _string for name in ("write", "ping", "query", "write_prom", "write_v2")}
 
 
 def _endpoints(at, value):
-    """The inline ``endpoints`` table: any subset of write, ping, query, write_prom."""
+    """The inline ``endpoints`` table: any subset of write, ping, query, write_prom, write_v2."""
     if not isinstance(value, dict):
         raise _wrong_type(at, value, "a table (e.g. {write=\"/write\", ping=\"/ping\"})")
     paths = _read_table(at, value, _ENDPOINT_KEYS)
@@ -577,8 +582,9 @@ def _http_location(at, location, endpoints):
     """(scheme, host, port, Endpoints) from an output's location and endpoints.
 
     Without ``endpoints``, a location whose path ends in "/write" is the full
-    write URL of the original influxdb-relay; any other location is a base URL
-    whose path prefixes every default endpoint.
+    write URL of the original influxdb-relay (or, ending in "/api/v2/write",
+    of an InfluxDB 2.x backend); any other location is a base URL whose path
+    prefixes every default endpoint.
     """
     shown = _show(location)
     if not location.lower().startswith(("http://", "https://")):
@@ -605,7 +611,9 @@ def _http_location(at, location, endpoints):
         raise at.error("%s %s" % (shown, reason)) from None
 
     path = parts.path
-    if endpoints is None and path.endswith("/write"):
+    if endpoints is None and path.endswith("/api/v2/write"):
+        prefix = path[: -len("/api/v2/write")]  # the full v2 write URL
+    elif endpoints is None and path.endswith("/write"):
         prefix = path[: -len("/write")]  # the original format: the full write URL
     else:
         prefix = path.rstrip("/")
@@ -636,6 +644,12 @@ def _buffer_sync(at, value):
     raise at.error('%s is not "write", "os" or an interval such as "1s"' % _show(value))
 
 
+def _api(at, value):
+    if _string(at, value) not in APIS:
+        raise at.error('%s is not an API (one of "v1", "v2")' % _show(value))
+    return value
+
+
 def _http_output(at, table):
     values = _read_table(at, table, _HTTP_OUTPUT_KEYS, required=("name", "location"))
     scheme, host, port, endpoints = _http_location(
@@ -645,6 +659,10 @@ def _http_output(at, table):
         raise at.key("buffer-path").error(
             "a disk buffer needs buffer-size-mb (its size limit) greater than 0"
         )
+    if values.get("api", "v1") == "v1":
+        for key in ("org", "bucket"):
+            if key in values:
+                raise at.key(key).error('is only used with api = "v2"')
     sync = values.get("buffer_sync")
     if sync and sync not in ("write", "os"):
         values["buffer_sync_interval"] = parse_duration(sync)
@@ -789,6 +807,9 @@ _HTTP_OUTPUT_KEYS = {
     "http-pass": _secret,
     "token": _secret,
     "ca-file": _ca_file,
+    "api": _api,
+    "org": _optional_string,
+    "bucket": _optional_string,
 }
 
 _HTTP_LISTENER_KEYS = {

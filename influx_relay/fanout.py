@@ -8,6 +8,10 @@ The rules, from influxdb-relay:
 * only when every backend failed (5xx or no answer) does the client get a
   5xx, so that the client retries.
 
+A 429 (Too Many Requests: InfluxDB 2.x's and Cloud's rate limits and quotas)
+counts as a failure, not a rejection: the data is fine, the backend says
+"later". So it is retried from a buffer like a 5xx, never dropped.
+
 With retry buffers (see :mod:`.output`), a write is sent directly only to the
 outputs whose buffer is empty; the others would let it overtake their backlog.
 Once one backend has acknowledged the write, every other buffered output
@@ -23,7 +27,7 @@ import logging
 import gevent
 from gevent.queue import Queue
 
-from .backend import Response, error_response
+from .backend import Response, error_response, retryable
 from .errors import BackendError
 
 log = logging.getLogger(__name__)
@@ -43,35 +47,44 @@ class Fanout(object):
     def __init__(self, outputs):
         self.outputs = tuple(outputs)
 
-    def write(self, endpoint_of, query, body, headers, bodies=None):
+    def write(self, endpoint_of, query, body, headers, bodies=None, translate=None):
         """Send ``body`` to every output; return the :class:`Response` for the client.
 
         ``endpoint_of(output)`` gives the path to post to on that output's backend.
         With ``bodies`` (filters), each output gets ``bodies[output]`` instead, and
         one with no body in it takes no part in this write: it is neither sent
-        the write nor counted as failing it.
+        the write nor counted as failing it. ``translate(output, query, headers)``,
+        when given, returns the query string and headers that output's backend
+        gets instead of the client's (its API differs from the client's); a
+        retry buffer keeps those, so a replay is the same request.
         """
         targets = self.outputs
         if bodies is not None:
             targets = tuple(o for o in targets if bodies.get(o))
             if not targets:
                 return WRITTEN  # filtered out everywhere: nothing to write
+        if translate is None:
+            def request_of(output):
+                return endpoint_of(output), query, headers
+        else:
+            def request_of(output):
+                return (endpoint_of(output),) + tuple(translate(output, query, headers))
         results = Queue()
         sends = []
-        waiting = 0
         for output in targets:
-            out_body = body if bodies is None else bodies[output]
             if output.direct:
-                send = _Send(output, endpoint_of(output), results)
-                gevent.spawn(send.run, query, out_body, headers)
+                run = _Send.run
             elif output.draining:
                 # A backend that is well but still delivering its backlog (a
                 # slower backend's earlier writes, often) takes this write once
                 # the backlog is through, if no other backend takes it first.
-                send = _Send(output, endpoint_of(output), results)
-                gevent.spawn(send.run_after_backlog, query, out_body, headers)
+                run = _Send.run_after_backlog
             else:
                 continue
+            endpoint, out_query, out_headers = request_of(output)
+            send = _Send(output, endpoint, results)
+            out_body = body if bodies is None else bodies[output]
+            gevent.spawn(run, send, out_query, out_body, out_headers)
             sends.append(send)
         if not sends:
             return ALL_BACKLOGGED
@@ -86,8 +99,7 @@ class Fanout(object):
                 s.decided = True
             synced = ()
             if send.state == _OK:
-                synced = self._hold_for_the_others(
-                    send, sends, endpoint_of, query, body, headers, targets, bodies)
+                synced = self._hold_for_the_others(send, sends, request_of, targets, body, bodies)
             for s in sends:
                 if s is not send and s.state != _IN_FLIGHT:
                     s.report()
@@ -100,14 +112,12 @@ class Fanout(object):
             return ALL_BACKLOGGED
         return _all_failed([s for s in failures if s.state == _FAILED])
 
-    def _hold_for_the_others(self, acked, sends, endpoint_of, query, body, headers,
-                             targets, bodies):
+    def _hold_for_the_others(self, acked, sends, request_of, targets, body, bodies):
         """The write is acknowledged: every buffered output that lacks it keeps it.
 
         Returns the outputs that took it, to be synced (this must not yield).
         """
         by_output = {s.output: s for s in sends}
-        header_key = tuple(sorted(headers.items()))
         held = []
         for output in targets:
             if output is acked.output or not output.has_buffer:
@@ -115,7 +125,8 @@ class Fanout(object):
             send = by_output.get(output)
             if send is not None and send.state in (_OK, _REJECTED):
                 continue
-            key = (endpoint_of(output), query, header_key)
+            endpoint, query, headers = request_of(output)
+            key = (endpoint, query, tuple(sorted(headers.items())))
             pending = send is not None and send.started and send.state == _IN_FLIGHT
             entry = output.hold(key, body if bodies is None else bodies[output], pending=pending)
             if send is not None:
@@ -164,7 +175,7 @@ class _Send(object):
         except Exception as e:  # a bug must not leave the client waiting
             log.exception("%s: unexpected error while writing", self.output)
             self.error = BackendError(self.output, "internal error: %s" % e)
-        if self.error is not None or self.response.status >= 500:
+        if self.error is not None or retryable(self.response.status):
             self.state = _FAILED
         elif self.response.status >= 300:
             self.state = _REJECTED

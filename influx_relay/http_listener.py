@@ -1,4 +1,4 @@
-"""The HTTP listener: InfluxDB's /write and /ping, served by gevent.
+"""The HTTP listener: InfluxDB's /write, /api/v2/write and /ping, served by gevent.
 
 Also: /api/v1/prom/write (passed through as-is), /health, /status, and, when
 ``admin-enabled``, /admin and /admin/flush.
@@ -16,14 +16,16 @@ import socket
 import ssl
 import time
 import zlib
+from datetime import datetime, timezone
 from http import HTTPStatus
 from urllib.parse import parse_qs, parse_qsl, quote, urlencode
 
 from gevent.pool import Pool
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
-from . import __version__, admin, lineprotocol
+from . import __version__, admin, apiv2, lineprotocol
 from .backend import Response, error_response
+from .fanout import WRITTEN
 from .errors import LineProtocolError
 from .filters import Router
 from .ratelimit import TokenBucket
@@ -35,7 +37,10 @@ MAX_CONNECTIONS = 1000
 
 VERSION = "relay-%s" % __version__
 _JSON = "application/json"
-_COMMON = [("X-Influxdb-Version", VERSION)]
+#: InfluxDB sends its build flavour too; clients look for "cloud" in it to pick
+#: Cloud-only APIs. The relay fronts OSS servers and answers as one.
+BUILD = "OSS"
+_COMMON = [("X-Influxdb-Version", VERSION), ("X-Influxdb-Build", BUILD)]
 
 
 def _status_line(code):
@@ -67,9 +72,14 @@ class WriteApp(object):
         self.max_body_size = cfg.max_body_size
         self.limiter = TokenBucket(cfg.rate_limit, cfg.burst_limit) if cfg.rate_limit else None
         self.router = Router(fanout.outputs) or None
+        self.started = time.time()
+        self.has_v1_outputs = any(o.api != "v2" for o in cfg.outputs)
+        self.has_v2_outputs = any(o.api == "v2" for o in cfg.outputs)
         self.routes = {
             "/write": self.write,
+            "/api/v2/write": self.write_v2,
             "/ping": self.ping,
+            "/ready": self.ready,
             "/status": self.status,
             "/admin/flush": self.flush,
             "/health": self.health,
@@ -213,9 +223,21 @@ class WriteApp(object):
             raise RequestError(
                 400, 'invalid precision "%s" (use n, u, ms, s, m or h)' % precision[:20]
             )
+        translate = None
+        if self.has_v2_outputs:
+            if not apiv2.v1_precision_has_v2_name(precision):
+                raise RequestError(400, 'precision "%s" cannot be written to the InfluxDB 2.x '
+                                        "outputs of this relay (use n, u, ms or s)" % precision)
+            translate = apiv2.FromV1(params, precision, self.cfg.default_retention_policy)
         if self.cfg.default_retention_policy and not params.get("rp"):
             query += "&rp=" + quote(self.cfg.default_retention_policy, safe="")
 
+        response = self.forward(environ, query, precision, received_ns, translate,
+                                "db=%s" % params["db"][0])
+        return _respond(start_response, apiv2.as_v1(response))
+
+    def forward(self, environ, query, precision, received_ns, translate, what):
+        """Read, check, stamp (and filter) a write's body; send it; the client's Response."""
         body = self.read_body(environ)
         bodies = None
         ts = lineprotocol.stamp(precision, received_ns)
@@ -234,20 +256,67 @@ class WriteApp(object):
             raise RequestError(400, str(e))
         if not points:
             # Nothing to write: InfluxDB answers an empty body the same way.
-            start_response(_STATUS[204], list(_COMMON))
-            return []
+            return WRITTEN
 
         headers = {"Content-Type": "text/plain; charset=utf-8"}
         auth = environ.get("HTTP_AUTHORIZATION")
         if auth:
             headers["Authorization"] = auth
-        response = self.fanout.write(_write_endpoint, query, body, headers, bodies=bodies)
+        response = self.fanout.write(
+            apiv2.write_endpoint, query, body, headers, bodies=bodies, translate=translate)
         if log.isEnabledFor(logging.DEBUG):
-            log.debug(
-                "write db=%s points=%d bytes=%d -> %d",
-                params["db"][0], points, len(body), response.status,
-            )
-        return _respond(start_response, response)
+            log.debug("write %s points=%d bytes=%d -> %d", what, points, len(body), response.status)
+        return response
+
+    # -- /api/v2/write -------------------------------------------------------
+
+    def write_v2(self, environ, start_response):
+        """InfluxDB 2.x's write: the same rules as /write, errors in 2.x's shape."""
+        try:
+            return self._write_v2(environ, start_response)
+        except RequestError as e:
+            extra = [("Connection", "close")] if environ.get("influx_relay.close") else []
+            return _respond(start_response, apiv2.error_response(e.status, e.message), extra)
+
+    def _write_v2(self, environ, start_response):
+        received_ns = time.time_ns()
+        method = environ["REQUEST_METHOD"]
+        if method == "OPTIONS":
+            return _not_allowed(start_response, "POST", method)
+        if method != "POST":
+            response = apiv2.error_response(405, "method not allowed: %s" % method[:20])
+            return _respond(start_response, response, [("Allow", "POST")])
+        self.check_rate()
+        query = environ.get("QUERY_STRING", "")
+        params = parse_qs(query)
+        bucket = params.get("bucket", [""])[0]
+        if not bucket:
+            raise RequestError(400, "missing parameter: bucket")
+        precision = params.get("precision", ["ns"])[0] or "ns"
+        if precision not in apiv2.PRECISIONS:
+            raise RequestError(400, apiv2.BAD_PRECISION)
+        translate = apiv2.FromV2(params, precision, self.cfg.default_retention_policy)
+        if self.has_v1_outputs and not translate.db:
+            raise RequestError(400, 'bucket "%s" names no database before "/" for the InfluxDB '
+                                    "1.x outputs of this relay" % bucket[:100])
+
+        response = self.forward(environ, query, precision, received_ns, translate,
+                                "bucket=%s" % bucket)
+        return _respond(start_response, apiv2.as_v2(response))
+
+    # -- /ready ----------------------------------------------------------------
+
+    def ready(self, environ, start_response):
+        """InfluxDB 2.x's readiness probe: the relay is up (its backends may not be)."""
+        method = environ["REQUEST_METHOD"]
+        if method not in ("GET", "HEAD"):
+            return _not_allowed(start_response, "GET, HEAD", method)
+        started = datetime.fromtimestamp(self.started, timezone.utc)
+        return _json(start_response, 200, {
+            "status": "ready",
+            "started": started.isoformat().replace("+00:00", "Z"),
+            "up": "%.3fs" % (time.time() - self.started),
+        })
 
     # -- /api/v1/prom/write --------------------------------------------------
 
@@ -307,10 +376,6 @@ class WriteApp(object):
         if encoding not in ("", "identity"):
             raise RequestError(415, "unsupported Content-Encoding: %s" % encoding[:40])
         return body
-
-
-def _write_endpoint(output):
-    return output.cfg.endpoints.write
 
 
 def _prom_endpoint(output):

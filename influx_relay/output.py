@@ -15,6 +15,7 @@ import gevent
 from gevent.event import Event
 
 from .buffer import PENDING, READY, BufferFull, Entry
+from .backend import retryable
 from .errors import BackendError
 from .retry import RetryPolicy
 
@@ -146,7 +147,7 @@ class Output(object):
             if not buffer:
                 log.info("output %s: backlog delivered; writing directly again", self)
             return
-        if response.status < 500:
+        if not retryable(response.status):
             buffer.remove(batch)
             self.stats.dropped_rejected += len(batch)
             log.error(

@@ -137,6 +137,7 @@ def test_veepee_format_loads():
         ping="/influx/ping",
         query="/influx/query",
         write_prom="/influx/api/v1/prom/write",
+        write_v2="/influx/api/v2/write",
     )
     assert cfg.udp[0].outputs[0].mtu == 1500
 
@@ -149,15 +150,20 @@ def test_veepee_format_loads():
          ("http", "127.0.0.1", 8086, Endpoints())),
         ("http://h:8086/influx/write", None,
          ("http", "h", 8086, Endpoints("/influx/write", "/influx/ping", "/influx/query",
-                                       "/influx/api/v1/prom/write"))),
+                                       "/influx/api/v1/prom/write", "/influx/api/v2/write"))),
         ("https://h/write", None, ("https", "h", 443, Endpoints())),
+        # An InfluxDB 2.x write URL: what is before /api/v2/write is the prefix.
+        ("http://h:8086/api/v2/write", None, ("http", "h", 8086, Endpoints())),
+        ("http://h/x/api/v2/write", None,
+         ("http", "h", 80, Endpoints("/x/write", "/x/ping", "/x/query",
+                                     "/x/api/v1/prom/write", "/x/api/v2/write"))),
         # A base URL: its path is a prefix.
         ("http://h:8086/", None, ("http", "h", 8086, Endpoints())),
         ("http://h:8086", None, ("http", "h", 8086, Endpoints())),
         ("http://h", None, ("http", "h", 80, Endpoints())),
         ("http://h:8086/influx/", None,
          ("http", "h", 8086, Endpoints("/influx/write", "/influx/ping", "/influx/query",
-                                       "/influx/api/v1/prom/write"))),
+                                       "/influx/api/v1/prom/write", "/influx/api/v2/write"))),
         ("http://[::1]:8086/", None, ("http", "::1", 8086, Endpoints())),
         ("https://[2001:db8::1]/", None, ("https", "2001:db8::1", 443, Endpoints())),
         # With endpoints, location is always a base URL.
@@ -165,10 +171,11 @@ def test_veepee_format_loads():
         ("http://h:8086/", '{write="/api/v2/write", query="/q"}',
          ("http", "h", 8086, Endpoints(write="/api/v2/write", query="/q"))),
         ("http://h/p/", '{write="/w"}',
-         ("http", "h", 80, Endpoints("/p/w", "/p/ping", "/p/query", "/p/api/v1/prom/write"))),
+         ("http", "h", 80, Endpoints("/p/w", "/p/ping", "/p/query", "/p/api/v1/prom/write",
+                                       "/p/api/v2/write"))),
         ("http://h/write", "{}",
          ("http", "h", 80, Endpoints("/write/write", "/write/ping", "/write/query",
-                                     "/write/api/v1/prom/write"))),
+                                     "/write/api/v1/prom/write", "/write/api/v2/write"))),
     ],
 )
 def test_http_location_and_endpoints(location, endpoints, expected):
@@ -194,7 +201,9 @@ def test_http_defaults():
     assert listener.max_body_size == 25 * 1024 * 1024
     assert listener.read_timeout == 30.0
     (out,) = listener.outputs
-    assert out.endpoints == Endpoints("/write", "/ping", "/query", "/api/v1/prom/write")
+    assert out.endpoints == Endpoints("/write", "/ping", "/query", "/api/v1/prom/write",
+                                      "/api/v2/write")
+    assert (out.api, out.org, out.token, out.bucket) == ("v1", None, None, None)
     assert out.timeout == 10.0
     assert out.skip_tls_verification is False
     assert out.pool_size == 64
@@ -818,3 +827,43 @@ def test_sample_commented_original_format_loads():
     (listener,) = loads(example).http
     assert [o.endpoints.write for o in listener.outputs] == ["/write", "/write"]
     assert [o.port for o in listener.outputs] == [8086, 7086]
+
+
+def test_sample_commented_v2_output_loads():
+    lines = SAMPLE.read_text().splitlines()
+    start = lines.index("# [[http.output]]")
+    end = next(i for i in range(start, len(lines)) if lines[i].startswith("# bucket = "))
+    example = "\n".join(line[2:] for line in lines[start:end + 1])
+    text = '[[http]]\nbind-addr = "127.0.0.1:0"\n' + example
+    (out,) = loads(text).http[0].outputs
+    assert (out.api, out.org, out.token, out.bucket) == ("v2", "my-org", "my-token",
+                                                         "telegraf/autogen")
+    assert out.endpoints.write_v2 == "/api/v2/write"
+
+
+# ---------------------------------------------------------------------------
+# InfluxDB 2.x outputs
+
+def test_v2_output_keys():
+    out = http_output('api = "v2"\norg = "acme"\ntoken = "s3cret"\nbucket = "b/rp"\n'
+                      'endpoints = { write_v2 = "/v2w" }')
+    assert (out.api, out.org, out.token, out.bucket) == ("v2", "acme", "s3cret", "b/rp")
+    assert out.endpoints.write_v2 == "/v2w"
+    assert "s3cret" not in repr(out)  # a config printed or logged keeps the token to itself
+    out = http_output('api = "v2"')
+    assert (out.api, out.org, out.token, out.bucket) == ("v2", None, None, None)
+
+
+@pytest.mark.parametrize(
+    "output, message",
+    [
+        ('api = "v3"', 'http[0].output[0].api: "v3" is not an API (one of "v1", "v2")'),
+        ("api = 2", "http[0].output[0].api: 2 must be a string"),
+        ('org = "acme"', 'http[0].output[0].org: is only used with api = "v2"'),
+        ('bucket = "b"', 'http[0].output[0].bucket: is only used with api = "v2"'),
+        ('api = "v2"\nendpoints = { write_v2 = "api/v2/write" }',
+         'http[0].output[0].endpoints.write_v2: "api/v2/write" is not a path starting with "/"'),
+    ],
+)
+def test_v2_output_errors(output, message):
+    assert error(http_config(output=output)) == "%s: %s" % (FILE, message)
