@@ -15,10 +15,10 @@
 #   4. prints one row per run and the medians; stops the relay and both influxd on exit, also on
 #      failure or Ctrl-C, and deletes their data (logs stay in the work dir).
 # Environment (defaults): POINTS=200000 BATCH=5000 CONCURRENCY=1 REPEAT=3 WAIT_S=60 (longest wait for
-#   the counts)  INFLUX_PORTS="8086 7086"  RELAY_PORT=19096  SHARED_BENCH  BENCH_WORK.
+#   the counts)  INFLUX_PORTS="8086 7086"  RELAY_PORT=19096  SHARED_BENCH  BENCH_WORK  RELAY_REV  WAIT_QUIET.
 set -eu
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-case ${1:-} in -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
+case ${1:-} in -h|--help) awk 'NR > 1 && !/^#/ {exit} NR > 1' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 
 POINTS=${POINTS:-200000}
 BATCH=${BATCH:-5000}
@@ -53,7 +53,7 @@ cleanup_add stop_relay
 LOAD_PID=
 cleanup_add 'if [ -n "$LOAD_PID" ]; then for k in $(children_of "$LOAD_PID"); do kill -TERM "$k" 2>/dev/null; done; stop_pid "$LOAD_PID" 2; fi'
 start_relay "$WORK/relay.toml" "$RELAY_PORT" || die "the relay did not start"
-say "relay $REPO on 127.0.0.1:$RELAY_PORT -> influxd 127.0.0.1:$P1, :$P2; $POINTS points x $REPEAT runs; work dir $WORK"
+say "relay $RELAY_SRC on 127.0.0.1:$RELAY_PORT -> influxd 127.0.0.1:$P1, :$P2; $POINTS points x $REPEAT runs; work dir $WORK"
 
 results=$WORK/results.jsonl
 : > "$results"

@@ -14,11 +14,12 @@
 # Environment (defaults): DURATION=10 WARMUP=2 (seconds per case) BATCHES="1 100 5000" CONNS=16
 #   PEAK="5000x64" ("" to skip)  WRK_CPU=1 (wrk's CPU list, "" = unpinned)  SHARED_BENCH
 #   (default ../shared/bench next to the repo)  BENCH_WORK (where configs, logs and raw wrk
-#   output go; default a new /tmp/influx-relay-http_bench.XXXXXX, kept)  RELAY_PORT SINK_PORTS.
+#   output go; default a new /tmp/influx-relay-http_bench.XXXXXX, kept)  RELAY_PORT SINK_PORTS
+#   RELAY_REV (measure that commit instead of the working tree)  WAIT_QUIET (see bench/README.md).
 # Quick run: DURATION=3 WARMUP=1 bash bench/http_bench.sh
 set -eu
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-case ${1:-} in -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
+case ${1:-} in -h|--help) awk 'NR > 1 && !/^#/ {exit} NR > 1' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
@@ -76,7 +77,12 @@ run_case() {
 # Relay cases: first the long-lived relay, then a fresh relay for each PEAK case.
 relay_case() {  # LABEL N C
     if [ -z "$RELAY_PID" ] || ! kill -0 "$RELAY_PID" 2>/dev/null; then
-        start_relay "$WORK/relay.toml" "$RELAY_PORT" || die "the relay did not start"
+        if ! start_relay "$WORK/relay.toml" "$RELAY_PORT"; then
+            NOTES+=("relay did not start for case $2x$3; log $RELAY_LOG:")
+            NOTES+=("$(tail -8 "$RELAY_LOG" | sed 's/^/    /')")
+            stop_relay
+            return 0
+        fi
     fi
     run_case "$1" "$2" "$3" "http://127.0.0.1:$RELAY_PORT" "${RELAY_PIDS[@]}"
     if ! kill -0 "$RELAY_PID" 2>/dev/null; then
@@ -89,7 +95,7 @@ relay_case() {  # LABEL N C
 
 CASES=()
 for n in $BATCHES; do for c in $CONNS; do CASES+=("${n}x${c}"); done; done
-say "relay $REPO on 127.0.0.1:$RELAY_PORT -> sinks 127.0.0.1:$SINK_A, :$SINK_B; ${DURATION}s per case (+${WARMUP}s warm-up), work dir $WORK"
+say "relay $RELAY_SRC on 127.0.0.1:$RELAY_PORT -> sinks 127.0.0.1:$SINK_A, :$SINK_B; ${DURATION}s per case (+${WARMUP}s warm-up), work dir $WORK"
 for cs in "${CASES[@]}"; do relay_case relay "${cs%x*}" "${cs#*x}"; done
 for cs in $PEAK; do
     stop_relay

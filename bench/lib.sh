@@ -6,7 +6,8 @@
 # After bench_init: REPO (the checkout), SHARED (../shared/bench or $SHARED_BENCH), PY (a
 # Python with the relay's requirements), WORK (a fresh directory for configs, logs and raw
 # results; $BENCH_WORK to choose it). start_relay / stop_relay run the relay from the checkout
-# (PYTHONPATH=$REPO, so the code under test is this tree, whatever .venv has installed).
+# (PYTHONPATH=$REPO, so the code under test is this tree, whatever .venv has installed), or
+# from commit $RELAY_REV when that is set.
 # Everything listens on 127.0.0.1 only. cleanup_add registers a command for the EXIT trap.
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -104,18 +105,43 @@ bench_init() {
     python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || [ -x "$REPO/.venv/bin/python" ] \
         || ensure_packages /nonexistent-python3-venv:python3-venv
     setup_python
+    [ -z "${WAIT_QUIET:-}" ] || wait_quiet "$WAIT_QUIET"
     LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
     WORK=${BENCH_WORK:-$(mktemp -d "${TMPDIR:-/tmp}/influx-relay-$name.XXXXXX")}
     mkdir -p "$WORK"
+    # RELAY_REV=HEAD (any commit): measure that commit, exported to $WORK/src, not the working
+    # tree (which others may be editing while the benchmark runs).
+    RELAY_SRC=$REPO
+    if [ -n "${RELAY_REV:-}" ]; then
+        mkdir -p "$WORK/src"
+        git -C "$REPO" archive "$RELAY_REV" influx_relay | tar -x -C "$WORK/src" \
+            || die "cannot export influx_relay/ at $RELAY_REV"
+        RELAY_SRC=$WORK/src
+    fi
     trap _run_cleanup EXIT
     trap 'exit 130' INT
     trap 'exit 143' TERM
 }
 
+wait_quiet() {  # LOAD: wait (5 min at most) until the 1-minute load average is below LOAD
+    local l
+    for _ in $(seq 60); do
+        l=$(cut -d' ' -f1 /proc/loadavg)
+        awk -v l="$l" -v m="$1" 'BEGIN{exit !(l < m)}' && return 0
+        say "load average $l >= $1: waiting for a quieter machine (WAIT_QUIET)"
+        sleep 5
+    done
+    say "load average still $(cut -d' ' -f1 /proc/loadavg) after 5 min; measuring anyway"
+}
+
 describe_setup() {  # one comment line: what is measured, where
     local rev dirty
-    rev=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')
-    dirty=$(git -C "$REPO" status --porcelain -- influx_relay 2>/dev/null | grep -q . && echo '+dirty' || true)
+    if [ -n "${RELAY_REV:-}" ]; then
+        rev=$(git -C "$REPO" rev-parse --short "$RELAY_REV^{commit}" 2>/dev/null || echo "$RELAY_REV"); dirty=
+    else
+        rev=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')
+        dirty=$(git -C "$REPO" status --porcelain -- influx_relay 2>/dev/null | grep -q . && echo '+dirty' || true)
+    fi
     printf '# %s  influx-relay %s%s  %s  gevent %s  urllib3 %s\n' "$(date -u +%FT%TZ)" "$rev" "$dirty" \
         "$("$PY" -c 'import platform; print("python", platform.python_version())')" \
         "$("$PY" -c 'import gevent; print(gevent.__version__)')" \
@@ -179,7 +205,7 @@ start_relay() {
     local conf=$1 port=${2:-}
     RELAY_RUNS=$((RELAY_RUNS + 1))
     RELAY_LOG=$WORK/relay.$RELAY_RUNS.log
-    (cd "$REPO" && PYTHONPATH=$REPO${PYTHONPATH:+:$PYTHONPATH} exec "$PY" -m influx_relay run --config "$conf") \
+    (cd "$RELAY_SRC" && PYTHONPATH=$RELAY_SRC${PYTHONPATH:+:$PYTHONPATH} exec "$PY" -m influx_relay run --config "$conf") \
         </dev/null >"$RELAY_LOG" 2>&1 &
     RELAY_PID=$!
     if [ -n "$port" ]; then

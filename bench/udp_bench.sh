@@ -13,10 +13,10 @@
 #      and the relay's CPU; stops the relay on exit, also on failure or Ctrl-C.
 # Environment (defaults): RATES="10000 20000 30000" (datagrams/s)  DURATION=10 (s per rate)
 #   LINES=5  MTU=1400  READ_BUFFER=0 (the listener's read-buffer, 0 = OS default)  SENDER_CPU=1
-#   ("" = unpinned)  UDP_PORT  SINK_PORTS="18189 18190"  SHARED_BENCH  BENCH_WORK.
+#   ("" = unpinned)  UDP_PORT  SINK_PORTS="18189 18190"  SHARED_BENCH  BENCH_WORK  RELAY_REV  WAIT_QUIET.
 set -eu
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-case ${1:-} in -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
+case ${1:-} in -h|--help) awk 'NR > 1 && !/^#/ {exit} NR > 1' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 
 RATES=${RATES:-"10000 20000 30000"}
 DURATION=${DURATION:-10}
@@ -45,7 +45,7 @@ cleanup_add stop_relay
 LOAD_PID=
 cleanup_add 'if [ -n "$LOAD_PID" ]; then for k in $(children_of "$LOAD_PID"); do kill -TERM "$k" 2>/dev/null; done; stop_pid "$LOAD_PID" 2; fi'
 
-say "relay $REPO: udp 127.0.0.1:$UDP_PORT -> 127.0.0.1:$SINK_A, :$SINK_B (mtu $MTU); ${DURATION}s per rate; work dir $WORK"
+say "relay $RELAY_SRC: udp 127.0.0.1:$UDP_PORT -> 127.0.0.1:$SINK_A, :$SINK_B (mtu $MTU); ${DURATION}s per rate; work dir $WORK"
 probe_relay() {  # send one datagram of $LINES lines, print what each output got, as JSON
     python3 - "$SHARED" "$UDP_PORT" "$SINK_A" "$SINK_B" "$LINES" <<'PY'
 import json, socket, sys
