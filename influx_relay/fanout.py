@@ -19,6 +19,7 @@ twice on one backend and once on another.
 """
 
 import logging
+import time
 
 import gevent
 from gevent.queue import Queue
@@ -35,6 +36,7 @@ ALL_BACKLOGGED = error_response(
 )
 
 _IN_FLIGHT, _OK, _REJECTED, _FAILED = range(4)
+_RESULT = {_OK: "ok", _REJECTED: "rejected", _FAILED: "failed"}
 
 
 class Fanout(object):
@@ -114,7 +116,8 @@ class Fanout(object):
 class _Send(object):
     """One direct request of one write to one output."""
 
-    __slots__ = ("output", "endpoint", "results", "state", "response", "error", "decided", "entry")
+    __slots__ = ("output", "endpoint", "results", "state", "response", "error", "decided", "entry",
+                 "was_up")
 
     def __init__(self, output, endpoint, results):
         self.output = output
@@ -123,8 +126,10 @@ class _Send(object):
         self.state = _IN_FLIGHT
         self.response = self.error = self.entry = None
         self.decided = False
+        self.was_up = True
 
     def run(self, query, body, headers):
+        started = time.monotonic()
         try:
             self.response = self.output.backend.post(self.endpoint, query, body, headers)
         except BackendError as e:
@@ -138,6 +143,13 @@ class _Send(object):
             self.state = _REJECTED
         else:
             self.state = _OK
+        output = self.output
+        output.metrics.direct(_RESULT[self.state], time.monotonic() - started)
+        self.was_up = output.metrics.up
+        if self.state == _FAILED:
+            output.answered(False, self._reason())
+        else:
+            output.answered(True)
         if not self.decided:
             self.results.put(self)
             return
@@ -151,14 +163,17 @@ class _Send(object):
         """Log a failure to take the write, saying whether it is kept for a retry."""
         if self.state == _OK:
             return
-        if self.error is not None:
-            reason = self.error.reason
-        else:
-            reason = "HTTP %d: %s" % (self.response.status, _snippet(self.response.body))
+        # While a backend is known to be down, its failures were announced once.
+        level = logging.WARNING if self.state == _REJECTED or self.was_up else logging.DEBUG
         if self.entry is not None:
-            log.warning("write to %s failed: %s (buffered for retry)", self.output, reason)
+            log.log(level, "write to %s failed: %s (buffered for retry)", self.output, self._reason())
         else:
-            log.warning("write to %s failed: %s", self.output, reason)
+            log.log(level, "write to %s failed: %s", self.output, self._reason())
+
+    def _reason(self):
+        if self.error is not None:
+            return self.error.reason
+        return "HTTP %d: %s" % (self.response.status, _snippet(self.response.body))
 
 
 def _all_failed(failures):

@@ -20,6 +20,7 @@ from gevent.pywsgi import WSGIHandler, WSGIServer
 from . import __version__, lineprotocol
 from .backend import Response, error_response
 from .errors import LineProtocolError
+from .metrics import ListenerStats
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class WriteApp(object):
         self.cfg = cfg
         self.fanout = fanout
         self.max_body_size = cfg.max_body_size
+        self.stats = ListenerStats()
         self.routes = {
             "/write": self.write,
             "/ping": self.ping,
@@ -135,6 +137,9 @@ class WriteApp(object):
         except LineProtocolError as e:
             log.info("rejected write from %s: %s", environ.get("REMOTE_ADDR"), e)
             raise RequestError(400, str(e))
+        stats = self.stats
+        stats.points += points
+        stats.bytes += len(body)
         if not points:
             # Nothing to write: InfluxDB answers an empty body the same way.
             start_response(_STATUS[204], list(_COMMON))
@@ -264,7 +269,8 @@ class _Handler(WSGIHandler):
 class HTTPListener(object):
     """One ``[[http]]`` section, listening."""
 
-    def __init__(self, cfg, fanout):
+    def __init__(self, cfg, fanout, sock=None):
+        """``sock``: an already listening socket to serve (a reload hands one over)."""
         self.cfg = cfg
         self.name = cfg.name
         self.app = WriteApp(cfg, fanout)
@@ -275,7 +281,7 @@ class HTTPListener(object):
             ctx.load_cert_chain(cfg.ssl_combined_pem)
             kwargs["ssl_context"] = ctx
         self.server = WSGIServer(
-            (cfg.host, cfg.port),
+            sock if sock is not None else (cfg.host, cfg.port),
             self.app,
             spawn=Pool(MAX_CONNECTIONS),
             handler_class=_Handler,

@@ -16,6 +16,7 @@ from gevent.event import Event
 
 from .buffer import PENDING, READY, BufferFull, Entry
 from .errors import BackendError
+from .metrics import OutputMetrics
 from .retry import RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,9 @@ class Output(object):
         self.max_batch = max_batch
         self.max_age = max_age
         self.stats = OutputStats()
+        self.metrics = OutputMetrics()
+        self._full_drops = 0  # writes dropped since the buffer became full
+        self._down_failures = 0  # failed attempts since the backend went down
         self._wake = Event()
         self._loop = None
         self._failures = 0
@@ -78,12 +82,40 @@ class Output(object):
             self.buffer.append([entry])
         except BufferFull as e:
             self.stats.dropped_full += 1
-            log.error("output %s: %s: dropped a write of %d bytes", self, e, entry.size)
+            self._full_drops += 1
+            # One line when the buffer fills up, one when it has room again.
+            level = logging.ERROR if self._full_drops == 1 else logging.DEBUG
+            log.log(level, "output %s: %s: dropped a write of %d bytes", self, e, entry.size)
             return None
+        if self._full_drops:
+            log.warning("output %s: buffer has room again; %d write(s) were dropped while it "
+                        "was full", self, self._full_drops)
+            self._full_drops = 0
+        self.metrics.writes["buffered"] += 1
         if was_empty and not pending:
             log.warning("output %s: backend is failing; buffering its writes", self)
         self._wake.set()
         return entry
+
+    def answered(self, up, reason=None):
+        """Record whether the backend answered its last write (direct or retried),
+        and log when that changes: one line when it goes down, one when it is back."""
+        metrics = self.metrics
+        if not up:
+            self._down_failures += 1
+        if up == metrics.up:
+            return
+        metrics.up = up
+        if not up:
+            log.warning("output %s: backend down: %s", self, reason)
+            return
+        failures, self._down_failures = self._down_failures, 0
+        if self.buffer:
+            log.info("output %s: backend is back after %d failed attempt(s); %d buffered "
+                     "write(s), %d bytes, to replay", self, failures, len(self.buffer),
+                     self.buffer.size)
+        else:
+            log.info("output %s: backend is back after %d failed attempt(s)", self, failures)
 
     def sync(self):
         """Make what :meth:`hold` queued durable (disk buffers), per the sync policy."""
@@ -115,17 +147,18 @@ class Output(object):
             response = self.backend.post(endpoint, query, body, dict(headers))
         except BackendError as e:
             return self._failed(e.reason, len(batch))
+        self.answered(response.status < 500)
         if response.status < 300:
             buffer.remove(batch)
+            self.metrics.retries["ok"] += 1
             self.stats.replayed_bytes += len(body)
             self.stats.replayed_batches += 1
-            if self._failures:
-                log.info("output %s: backend is back", self)
             self._failures = 0
             if not buffer:
                 log.info("output %s: backlog delivered; writing directly again", self)
             return
         if response.status < 500:
+            self.metrics.retries["rejected"] += 1
             buffer.remove(batch)
             self.stats.dropped_rejected += len(batch)
             log.error(
@@ -139,6 +172,8 @@ class Output(object):
     def _failed(self, reason, n):
         self._failures += 1
         self.stats.retries += 1
+        self.metrics.retries["failed"] += 1
+        self.answered(False, reason)
         delay = self.policy.delay(self._failures)
         level = logging.WARNING if self._failures == 1 else logging.DEBUG
         log.log(level, "output %s: retry of %d buffered write(s) failed (%s); next in %.1fs",

@@ -11,6 +11,7 @@ from .buffer import make_buffer
 from .errors import RelayError
 from .fanout import Fanout
 from .http_listener import HTTPListener
+from .metrics import Metrics, RequestCounter
 from .output import Output
 from .udp_listener import UDPListener
 
@@ -22,18 +23,27 @@ class Relay(object):
 
     def __init__(self, config):
         self.config = config
+        self.metrics = Metrics(self)
         self.http = []
         self.udp = []
         self._stopped = Event()
         self._stopping = False
         for cfg in config.http:
-            self.http.append(HTTPListener(cfg, Fanout(_outputs(cfg))))
+            self.http.append(self._http_listener(cfg, _outputs(cfg)))
         for cfg in config.udp:
             self.udp.append(UDPListener(cfg))
 
     @property
     def listeners(self):
         return self.http + self.udp
+
+    def _http_listener(self, cfg, outputs):
+        listener = HTTPListener(cfg, Fanout(outputs))
+        app = listener.app
+        app.stats = self.metrics.listener_stats(cfg.name)
+        app.routes["/metrics"] = self.metrics.serve
+        listener.server.application = RequestCounter(app, app.stats)
+        return listener
 
     def start(self):
         """Bind every listener, or raise :class:`RelayError` having bound none."""
