@@ -116,8 +116,7 @@ class Fanout(object):
 class _Send(object):
     """One direct request of one write to one output."""
 
-    __slots__ = ("output", "endpoint", "results", "state", "response", "error", "decided", "entry",
-                 "was_up")
+    __slots__ = ("output", "endpoint", "results", "state", "response", "error", "decided", "entry")
 
     def __init__(self, output, endpoint, results):
         self.output = output
@@ -126,7 +125,6 @@ class _Send(object):
         self.state = _IN_FLIGHT
         self.response = self.error = self.entry = None
         self.decided = False
-        self.was_up = True
 
     def run(self, query, body, headers):
         started = time.monotonic()
@@ -145,7 +143,6 @@ class _Send(object):
             self.state = _OK
         output = self.output
         output.metrics.direct(_RESULT[self.state], time.monotonic() - started)
-        self.was_up = output.metrics.up
         if self.state == _FAILED:
             output.answered(False, self._reason())
         else:
@@ -163,8 +160,9 @@ class _Send(object):
         """Log a failure to take the write, saying whether it is kept for a retry."""
         if self.state == _OK:
             return
-        # While a backend is known to be down, its failures were announced once.
-        level = logging.WARNING if self.state == _REJECTED or self.was_up else logging.DEBUG
+        # A failure took the backend down or found it down: Output.answered()
+        # announced that once. A rejection is news each time.
+        level = logging.WARNING if self.state == _REJECTED else logging.DEBUG
         if self.entry is not None:
             log.log(level, "write to %s failed: %s (buffered for retry)", self.output, self._reason())
         else:

@@ -93,22 +93,30 @@ class Output(object):
             self._full_drops = 0
         self.metrics.writes["buffered"] += 1
         if was_empty and not pending:
-            log.warning("output %s: backend is failing; buffering its writes", self)
+            # When the backend is down, the "backend down" line said it already.
+            level = logging.WARNING if self.metrics.up else logging.DEBUG
+            log.log(level, "output %s: backend is failing; buffering its writes", self)
         self._wake.set()
         return entry
 
     def answered(self, up, reason=None):
         """Record whether the backend answered its last write (direct or retried),
-        and log when that changes: one line when it goes down, one when it is back."""
+        and log when that changes: one line when it goes down, one when it is back.
+        Returns whether it changed."""
         metrics = self.metrics
         if not up:
             self._down_failures += 1
         if up == metrics.up:
-            return
+            return False
         metrics.up = up
         if not up:
-            log.warning("output %s: backend down: %s", self, reason)
-            return
+            if self.buffer is not None:
+                log.warning("output %s: backend down: %s; writes another backend acknowledges "
+                            "are buffered for it", self, reason)
+            else:
+                log.error("output %s: backend down: %s; it misses every write until it is back "
+                          "(no retry buffer)", self, reason)
+            return True
         failures, self._down_failures = self._down_failures, 0
         if self.buffer:
             log.info("output %s: backend is back after %d failed attempt(s); %d buffered "
@@ -116,6 +124,7 @@ class Output(object):
                      self.buffer.size)
         else:
             log.info("output %s: backend is back after %d failed attempt(s)", self, failures)
+        return True
 
     def sync(self):
         """Make what :meth:`hold` queued durable (disk buffers), per the sync policy."""
@@ -173,9 +182,10 @@ class Output(object):
         self._failures += 1
         self.stats.retries += 1
         self.metrics.retries["failed"] += 1
+        # A backend failing its retries is down: answered() says so once.
         self.answered(False, reason)
         delay = self.policy.delay(self._failures)
-        level = logging.WARNING if self._failures == 1 else logging.DEBUG
+        level = logging.DEBUG
         log.log(level, "output %s: retry of %d buffered write(s) failed (%s); next in %.1fs",
                 self, n, reason, delay)
         gevent.sleep(delay)
