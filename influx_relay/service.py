@@ -13,7 +13,7 @@ from gevent.lock import Semaphore
 from . import config as config_mod
 from .backend import HTTPBackend
 from .buffer import make_buffer
-from .errors import ConfigError, RelayError
+from .errors import RelayError
 from .fanout import Fanout
 from .http_listener import HTTPListener, WriteApp
 from .metrics import Metrics, RequestCounter
@@ -68,10 +68,13 @@ class Relay(object):
             try:
                 _bind(listener)
                 listener.start()
-            except RelayError:
+            except (OSError, RelayError) as e:
                 for other in started:
                     other.stop(timeout=0)
-                raise
+                if isinstance(e, RelayError):
+                    raise
+                raise RelayError("%s listener %r: cannot start: %s" % (
+                    _kind(listener), listener.name, e.strerror or e))
             started.append(listener)
             _announce(listener)
 
@@ -211,9 +214,11 @@ class Relay(object):
                 # Every connection, kept-alive ones too, serves the new app at once.
                 old_app = old.app
                 thing.fanout.start()
-                old.server.application.app = old.app = thing
+                counter = old.server.application
+                counter.app, counter.stats = thing, thing.stats
+                old.app = thing
                 old.server.read_timeout = cfg.read_timeout
-                old.cfg = cfg
+                old.cfg, old.name = cfg, cfg.name
                 http.append(old)
                 kept_http.add(old)
                 retire_outputs.extend(o for o in old_app.fanout.outputs if o not in reused)
@@ -331,9 +336,13 @@ def _settings(cfg):
     return dataclasses.replace(cfg, outputs=())
 
 
+def _kind(listener):
+    return "udp" if isinstance(listener, UDPListener) else "http"
+
+
 def _bind(listener):
     """Open the listener's socket now, so that a failure comes before anything starts."""
-    kind = "udp" if isinstance(listener, UDPListener) else "http"
+    kind = _kind(listener)
     try:
         listener.server.init_socket() if kind == "http" else listener.init_socket()
     except OSError as e:
@@ -351,7 +360,7 @@ def _close_unstarted(listener):
 
 
 def _announce(listener, prefix=""):
-    kind = "udp" if isinstance(listener, UDPListener) else "http"
+    kind = _kind(listener)
     host, port = listener.address[:2]
     log.info(
         "%s%s listener %r on %s:%d -> %s", prefix, kind, listener.name, host or "*", port,

@@ -4,6 +4,7 @@ import logging
 import socket
 
 import gevent
+from gevent.event import Event
 import urllib3
 
 from influx_relay import config
@@ -30,7 +31,7 @@ def test_an_output_added_while_writes_flow_gets_the_writes_after_it(relay, backe
     a, b = backends(), backends()
     r = relay(http_config(a))
     results = []
-    done = gevent.event.Event()
+    done = Event()
 
     def writer():
         i = 0
@@ -213,3 +214,21 @@ def test_the_config_in_use_is_the_new_one(relay, backends):
     assert reload(r, 'shutdown-timeout = "7s"\n' + http_config(a)) is True
     assert r.relay.config == config.load(r.relay.config.path)
     assert r.relay.config.shutdown_timeout == 7
+
+
+def test_a_renamed_listener_keeps_its_socket_and_counts_under_its_new_name(relay, backends):
+    from .test_metrics import scrape, value
+
+    a = backends()
+    port = free_port()
+    text = http_config(a).replace("127.0.0.1:0", "127.0.0.1:%d" % port)
+    r = relay(text)
+    assert r.write(point(1)).status == 204
+    assert reload(r, text.replace('"test"', '"renamed"')) is True
+    assert [listener.name for listener in r.relay.http] == ["renamed"]
+    assert r.write(point(2)).status == 204
+    m = scrape(r)
+    assert value(m, "influx_relay_http_requests_total",
+                 listener="renamed", path="/write", status="204") == 1
+    assert value(m, "influx_relay_http_points_received_total", listener="renamed") == 1
+    assert value(m, "influx_relay_http_points_received_total", listener="test") is None
