@@ -21,6 +21,7 @@ setup(
         "gevent>=22.10",
         "urllib3>=1.26,<3",
         "click>=8.1",
+        "prometheus_client>=0.16",
         'tomli>=2.0; python_version < "3.11"',
     ],
     entry_points={

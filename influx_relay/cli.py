@@ -4,12 +4,11 @@ The Go relay's flags (``influxdb-relay -config PATH -v``, ``-version``) work
 too, so that an existing unit file or init script keeps working.
 """
 
-import logging
 import sys
 
 import click
 
-from . import __version__, config as config_mod
+from . import __version__, config as config_mod, logs
 from .errors import ConfigError, RelayError
 
 CONFIG_ENV = "INFLUX_RELAY_CONFIG"
@@ -35,10 +34,12 @@ def cli():
 @cli.command()
 @_config_option
 @click.option("--verbose", "-v", is_flag=True, help="Log every request.")
-def run(config_path, verbose):
-    """Run the relay in the foreground until SIGTERM or SIGINT."""
+@click.option("--log-format", type=click.Choice(logs.FORMATS), default="text", show_default=True,
+              help="Log lines on stderr as text or as one JSON object each.")
+def run(config_path, verbose, log_format):
+    """Run the relay in the foreground until SIGTERM or SIGINT; SIGHUP reloads the config."""
     cfg = _load(config_path)
-    _setup_logging(verbose)
+    logs.setup(verbose, log_format)
     from . import service  # after monkey-patching: see main()
 
     try:
@@ -78,16 +79,6 @@ def _load(path):
     except ConfigError as e:
         click.echo("influx-relay: %s" % e, err=True)
         sys.exit(2)
-
-
-def _setup_logging(verbose):
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # urllib3 speaks of every connection it opens at DEBUG: too much even for -v.
-    logging.getLogger("urllib3").setLevel(logging.WARNING)
 
 
 def translate_go_flags(args):

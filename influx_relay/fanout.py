@@ -23,6 +23,7 @@ twice on one backend and once on another.
 """
 
 import logging
+import time
 
 import gevent
 from gevent.queue import Queue
@@ -39,6 +40,7 @@ ALL_BACKLOGGED = error_response(
 )
 
 _IN_FLIGHT, _OK, _REJECTED, _FAILED, _SKIPPED = range(5)
+_RESULT = {_OK: "ok", _REJECTED: "rejected", _FAILED: "failed"}
 
 
 class Fanout(object):
@@ -168,6 +170,7 @@ class _Send(object):
 
     def run(self, query, body, headers):
         self.started = True
+        started = time.monotonic()
         try:
             self.response = self.output.backend.post(self.endpoint, query, body, headers)
         except BackendError as e:
@@ -181,6 +184,12 @@ class _Send(object):
             self.state = _REJECTED
         else:
             self.state = _OK
+        output = self.output
+        output.metrics.direct(_RESULT[self.state], time.monotonic() - started)
+        if self.state == _FAILED:
+            output.answered(False, self._reason())
+        else:
+            output.answered(True)
         if not self.decided:
             self.results.put(self)
             return
@@ -194,14 +203,18 @@ class _Send(object):
         """Log a failure to take the write, saying whether it is kept for a retry."""
         if self.state in (_OK, _SKIPPED):
             return
-        if self.error is not None:
-            reason = self.error.reason
-        else:
-            reason = "HTTP %d: %s" % (self.response.status, _snippet(self.response.body))
+        # A failure took the backend down or found it down: Output.answered()
+        # announced that once. A rejection is news each time.
+        level = logging.WARNING if self.state == _REJECTED else logging.DEBUG
         if self.entry is not None:
-            log.warning("write to %s failed: %s (buffered for retry)", self.output, reason)
+            log.log(level, "write to %s failed: %s (buffered for retry)", self.output, self._reason())
         else:
-            log.warning("write to %s failed: %s", self.output, reason)
+            log.log(level, "write to %s failed: %s", self.output, self._reason())
+
+    def _reason(self):
+        if self.error is not None:
+            return self.error.reason
+        return "HTTP %d: %s" % (self.response.status, _snippet(self.response.body))
 
 
 def _all_failed(failures):

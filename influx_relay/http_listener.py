@@ -28,6 +28,7 @@ from .backend import Response, error_response
 from .fanout import WRITTEN
 from .errors import LineProtocolError
 from .filters import Router
+from .metrics import ListenerStats
 from .ratelimit import TokenBucket
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ class WriteApp(object):
         self.started = time.time()
         self.has_v1_outputs = any(o.api != "v2" for o in cfg.outputs)
         self.has_v2_outputs = any(o.api == "v2" for o in cfg.outputs)
+        self.stats = ListenerStats()
         self.routes = {
             "/write": self.write,
             "/api/v2/write": self.write_v2,
@@ -254,6 +256,9 @@ class WriteApp(object):
         except LineProtocolError as e:
             log.info("rejected write from %s: %s", environ.get("REMOTE_ADDR"), e)
             raise RequestError(400, str(e))
+        stats = self.stats
+        stats.points += points
+        stats.bytes += len(body)
         if not points:
             # Nothing to write: InfluxDB answers an empty body the same way.
             return WRITTEN
@@ -468,7 +473,8 @@ _LOOPBACK = ("127.0.0.1", "::1", "localhost")
 class HTTPListener(object):
     """One ``[[http]]`` section, listening."""
 
-    def __init__(self, cfg, fanout):
+    def __init__(self, cfg, fanout, sock=None):
+        """``sock``: an already listening socket to serve (a reload hands one over)."""
         self.cfg = cfg
         self.name = cfg.name
         self.app = WriteApp(cfg, fanout)
@@ -482,7 +488,7 @@ class HTTPListener(object):
             ctx.load_cert_chain(cfg.ssl_combined_pem)
             kwargs["ssl_context"] = ctx
         self.server = WSGIServer(
-            (cfg.host, cfg.port),
+            sock if sock is not None else (cfg.host, cfg.port),
             self.app,
             spawn=Pool(MAX_CONNECTIONS),
             handler_class=_Handler,

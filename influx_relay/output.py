@@ -17,6 +17,7 @@ from gevent.event import Event
 from .buffer import PENDING, READY, BufferFull, Entry
 from .backend import retryable
 from .errors import BackendError
+from .metrics import OutputMetrics
 from .retry import RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,9 @@ class Output(object):
         self.max_batch = max_batch
         self.max_age = max_age
         self.stats = OutputStats()
+        self.metrics = OutputMetrics()
+        self._full_drops = 0  # writes dropped since the buffer became full
+        self._down_failures = 0  # failed attempts since the backend went down
         self._wake = Event()
         self._drained = Event()  # set while the buffer is empty
         self._drained.set()
@@ -97,12 +101,49 @@ class Output(object):
             self._drained.clear()
         except BufferFull as e:
             self.stats.dropped_full += 1
-            log.error("output %s: %s: dropped a write of %d bytes", self, e, entry.size)
+            self._full_drops += 1
+            # One line when the buffer fills up, one when it has room again.
+            level = logging.ERROR if self._full_drops == 1 else logging.DEBUG
+            log.log(level, "output %s: %s: dropped a write of %d bytes", self, e, entry.size)
             return None
+        if self._full_drops:
+            log.warning("output %s: buffer has room again; %d write(s) were dropped while it "
+                        "was full", self, self._full_drops)
+            self._full_drops = 0
+        self.metrics.writes["buffered"] += 1
         if was_empty and not pending:
-            log.warning("output %s: backend is failing; buffering its writes", self)
+            # When the backend is down, the "backend down" line said it already.
+            level = logging.WARNING if self.metrics.up else logging.DEBUG
+            log.log(level, "output %s: backend is failing; buffering its writes", self)
         self._wake.set()
         return entry
+
+    def answered(self, up, reason=None):
+        """Record whether the backend answered its last write (direct or retried),
+        and log when that changes: one line when it goes down, one when it is back.
+        Returns whether it changed."""
+        metrics = self.metrics
+        if not up:
+            self._down_failures += 1
+        if up == metrics.up:
+            return False
+        metrics.up = up
+        if not up:
+            if self.buffer is not None:
+                log.warning("output %s: backend down: %s; writes another backend acknowledges "
+                            "are buffered for it", self, reason)
+            else:
+                log.error("output %s: backend down: %s; it misses every write until it is back "
+                          "(no retry buffer)", self, reason)
+            return True
+        failures, self._down_failures = self._down_failures, 0
+        if self.buffer:
+            log.info("output %s: backend is back after %d failed attempt(s); %d buffered "
+                     "write(s), %d bytes, to replay", self, failures, len(self.buffer),
+                     self.buffer.size)
+        else:
+            log.info("output %s: backend is back after %d failed attempt(s)", self, failures)
+        return True
 
     def sync(self):
         """Make what :meth:`hold` queued durable (disk buffers), per the sync policy."""
@@ -137,17 +178,18 @@ class Output(object):
             response = self.backend.post(endpoint, query, body, dict(headers))
         except BackendError as e:
             return self._failed(e.reason, len(batch))
+        self.answered(response.status < 500)
         if response.status < 300:
             buffer.remove(batch)
+            self.metrics.retries["ok"] += 1
             self.stats.replayed_bytes += len(body)
             self.stats.replayed_batches += 1
-            if self._failures:
-                log.info("output %s: backend is back", self)
             self._failures = 0
             if not buffer:
                 log.info("output %s: backlog delivered; writing directly again", self)
             return
         if not retryable(response.status):
+            self.metrics.retries["rejected"] += 1
             buffer.remove(batch)
             self.stats.dropped_rejected += len(batch)
             log.error(
@@ -161,8 +203,11 @@ class Output(object):
     def _failed(self, reason, n):
         self._failures += 1
         self.stats.retries += 1
+        self.metrics.retries["failed"] += 1
+        # A backend failing its retries is down: answered() says so once.
+        self.answered(False, reason)
         delay = self.policy.delay(self._failures)
-        level = logging.WARNING if self._failures == 1 else logging.DEBUG
+        level = logging.DEBUG
         log.log(level, "output %s: retry of %d buffered write(s) failed (%s); next in %.1fs",
                 self, n, reason, delay)
         gevent.sleep(delay)

@@ -52,15 +52,17 @@ class UDPOutput(object):
 class UDPListener(DatagramServer):
     """One ``[[udp]]`` section, listening."""
 
-    def __init__(self, cfg, outputs=None):
+    def __init__(self, cfg, outputs=None, sock=None):
+        """``sock``: an already bound socket to read (a reload hands one over)."""
         # Datagrams are handled in the loop that reads them (no greenlet
         # each): handling never waits on the network, and order is kept.
-        super().__init__((cfg.host, cfg.port), spawn=None)
+        super().__init__(sock if sock is not None else (cfg.host, cfg.port), spawn=None)
         self.cfg = cfg
         self.name = cfg.name
         self.precision = cfg.precision
         self.outputs = tuple(outputs) if outputs is not None else tuple(UDPOutput(o) for o in cfg.outputs)
         self.malformed = 0
+        self.received = 0
 
     def init_socket(self):
         super().init_socket()
@@ -68,6 +70,7 @@ class UDPListener(DatagramServer):
             self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.cfg.read_buffer)
 
     def handle(self, data, address):
+        self.received += 1
         ts = lineprotocol.stamp(self.precision, time.time_ns())
         try:
             lines, _ = lineprotocol.scan(data, ts)

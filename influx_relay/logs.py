@@ -1,0 +1,93 @@
+"""Logging setup: text or JSON lines on stderr, with credentials redacted.
+
+Logs go to stderr only (journald under systemd), so there is no file to
+reopen on SIGHUP. :class:`RedactFilter` sits on the handler, so every record
+passes through it, the relay's own and its libraries' alike: it is a safety
+net behind the rule that credentials are never logged in the first place.
+"""
+
+import datetime
+import json
+import logging
+import re
+import sys
+
+FORMATS = ("text", "json")
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+_MASK = "***"
+_PATTERNS = [
+    # Query parameters: p=secret (InfluxDB 1.x password), password=, token=.
+    (re.compile(r"(?i)(?<![A-Za-z0-9_])(p|password|token)=[^&\s\"',;]+"), r"\1=" + _MASK),
+    # An Authorization header value, whatever the scheme.
+    (re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?)(?:(basic|bearer|token)\s+)?[^\s'\",}]+"),
+     lambda m: m.group(1) + (m.group(2) + " " if m.group(2) else "") + _MASK),
+    # Credentials found on their own: "Basic dXNlcjpwYXNz", "Bearer x", "Token x".
+    (re.compile(r"\b(Basic|Bearer|Token) [A-Za-z0-9+/=._~-]{6,}"), r"\1 " + _MASK),
+    # user:password@ in a URL.
+    (re.compile(r"(?i)([a-z][a-z0-9+.-]*://[^/\s:@]*:)[^@\s/]+@"), r"\1" + _MASK + "@"),
+]
+
+
+def redact(text):
+    """``text`` with passwords, tokens and Authorization values masked."""
+    for pattern, replacement in _PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+class RedactFilter(logging.Filter):
+    """Masks credentials in a record's message and exception text."""
+
+    _formatter = logging.Formatter()
+
+    def filter(self, record):
+        try:
+            message = record.getMessage()
+            clean = redact(message)
+            if clean != message:
+                record.msg, record.args = clean, None
+            if record.exc_info and not record.exc_text:
+                record.exc_text = self._formatter.formatException(record.exc_info)
+            if record.exc_text:
+                record.exc_text = redact(record.exc_text)
+            if record.stack_info:
+                record.stack_info = redact(record.stack_info)
+        except Exception:  # a log line must never take the relay down
+            pass
+        return True
+
+
+class JSONFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message (and exception)."""
+
+    def format(self, record):
+        out = {
+            "time": datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc)
+            .isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            out["exception"] = record.exc_text
+        if record.stack_info:
+            out["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(out, ensure_ascii=False)
+
+
+def setup(verbose=False, fmt="text", stream=None):
+    """Log to ``stream`` (stderr) at INFO, or DEBUG with ``verbose``, as text or JSON."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JSONFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    handler.addFilter(RedactFilter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    # urllib3 speaks of every connection it opens at DEBUG: too much even for -v.
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
+    return handler
