@@ -6,14 +6,16 @@
 #   apt-get install ./influxdb-relay_*.deb   (dependencies from Debian)
 #   start, write a point to a fake backend on 127.0.0.1, reload, restart, stop
 #   remove (config kept), reinstall and upgrade (edited conffile kept)
-#   systemd-analyze verify on the installed unit
+#   systemd-analyze verify on the installed unit, then boot the root with
+#   systemd (systemd-nspawn): the unit starts at boot, writes, reloads, is
+#   restarted after a crash, refuses a broken config, stops
 #   purge, and nothing is left
 #
 # Usage: .ci/package.sh [OUTDIR]     (as root; OUTDIR receives the .deb and .rpm)
 #
 # Build dependencies (Debian 12):
 #   apt-get install --no-install-recommends debhelper dh-python python3-all \
-#       python3-setuptools lintian rpm debootstrap
+#       python3-setuptools lintian rpm debootstrap systemd-container
 #
 # The repository is left untouched. The debootstrap root is cached as a tarball
 # and the downloaded .debs are kept, under /var/cache/influxdb-relay-ci (or
@@ -44,21 +46,32 @@ t() { local secs=$1; shift; timeout -k 10 "$secs" "$@"; }
 
 [ "$(id -u)" = 0 ] || fail "run as root (debootstrap, chroot and mount need it)"
 missing=
-for tool in dpkg-buildpackage dh dh_python3 lintian rpmbuild debootstrap; do
+for tool in dpkg-buildpackage dh dh_python3 lintian rpmbuild debootstrap systemd-nspawn; do
 	command -v "$tool" >/dev/null || missing="$missing $tool"
 done
 [ -z "$missing" ] || fail "missing:$missing; apt-get install --no-install-recommends" \
-	"debhelper dh-python python3-all python3-setuptools lintian rpm debootstrap"
+	"debhelper dh-python python3-all python3-setuptools lintian rpm debootstrap systemd-container"
 
 WORK=$(mktemp -d /tmp/influxdb-relay-package.XXXXXX)
 ROOT="$WORK/root"
 BACKEND_PID=
+NSPAWN_PID=
 
 # Whether a process runs (a zombie, not yet reaped by init, does not).
 alive() {
 	local state
 	state=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 1
 	[ -n "$state" ] && [ "$state" != Z ]
+}
+
+# A process and all its descendants, parents first.
+descendants() {
+	local kid
+	echo "$1"
+	for kid in $(awk -v p="$1" '{ sub(/.*\) /, ""); if ($2 == p) print FILENAME }' \
+		/proc/[0-9]*/stat 2>/dev/null | cut -d/ -f3); do
+		descendants "$kid"
+	done
 }
 
 # Processes whose root directory is inside the chroot.
@@ -76,6 +89,9 @@ cleanup() {
 	set +e
 	trap - EXIT INT TERM ERR
 	[ -n "$BACKEND_PID" ] && kill "$BACKEND_PID" 2>/dev/null
+	if [ -n "$NSPAWN_PID" ] && alive "$NSPAWN_PID"; then
+		for pid in $(descendants "$NSPAWN_PID"); do kill -KILL "$pid" 2>/dev/null; done
+	fi
 	if [ -d "$ROOT" ]; then
 		for pid in $(chroot_pids); do kill -TERM "$pid" 2>/dev/null; done
 		sleep 1
@@ -121,12 +137,15 @@ copy_tree() {
 		xargs -0 -r sh -c 'for f; do [ -e "$f" ] || [ -L "$f" ] && printf "%s\0" "$f"; done' sh |
 		tar --null -T - -cf -) | tar -xf - -C "$1"
 }
+# One snapshot feeds every build, so all packages hold the same files.
+PRISTINE="$WORK/pristine/influxdb-relay-$VERSION"
+copy_tree "$PRISTINE"
+[ -f "$PRISTINE/sample.toml" ] || fail "sample.toml is missing"
 SRC="$WORK/build/influxdb-relay-$VERSION"
-copy_tree "$SRC"
-[ -f "$SRC/sample.toml" ] || fail "sample.toml is missing"
+mkdir -p "$WORK/build" && cp -a "$PRISTINE" "$SRC"
 RPMTOP="$WORK/rpmbuild"
 mkdir -p "$RPMTOP/SOURCES"
-tar -C "$WORK/build" -czf "$RPMTOP/SOURCES/influxdb-relay-$VERSION.tar.gz" "influxdb-relay-$VERSION"
+tar -C "$WORK/pristine" -czf "$RPMTOP/SOURCES/influxdb-relay-$VERSION.tar.gz" "influxdb-relay-$VERSION"
 
 # ---------------------------------------------------------------------------
 say "dpkg-buildpackage"
@@ -187,7 +206,7 @@ rpm -qp --scripts "$RPM" | grep -q 'useradd -r -g influxdb-relay' || fail "%pre 
 say "a second .deb, one version up, to upgrade to"
 UP_VERSION="$VERSION+citest1"
 UP_SRC="$WORK/build-up/influxdb-relay-$VERSION"
-copy_tree "$UP_SRC"
+mkdir -p "$WORK/build-up" && cp -a "$PRISTINE" "$UP_SRC"
 {
 	printf 'influxdb-relay (%s) unstable; urgency=medium\n\n  * Upgrade test.\n\n' "$UP_VERSION"
 	printf ' -- %s  %s\n\n' "$(cd "$REPO" && dpkg-parsechangelog -S Maintainer)" "$(date -R)"
@@ -440,6 +459,87 @@ inroot systemd-analyze verify /lib/systemd/system/influxdb-relay.service 2>&1 | 
 [ "${PIPESTATUS[0]}" = 0 ] && [ ! -s "$WORK/verify.out" ] || fail "systemd-analyze verify is not clean"
 inroot man -w influx-relay && inroot man -w influxdb-relay || fail "no man page"
 echo "clean"
+
+# ---------------------------------------------------------------------------
+say "boot the root with systemd (systemd-nspawn) and drive the unit"
+# The package enabled the unit; it starts at boot with the edited config (the
+# fake backend is still listening). A oneshot unit runs the checks, writes
+# its transcript to /ci-result and powers the container off.
+if grep -rqw SIGHUP "$REPO/influx_relay"; then CHECK_RELOAD=1; else CHECK_RELOAD=0; fi
+cat >"$ROOT/usr/local/sbin/ci-systemd-test" <<TEST
+#!/bin/sh
+set -u
+exec >/ci-result 2>&1
+fail() { echo "FAIL: \$*"; journalctl -u influxdb-relay --no-pager | tail -20; echo 1 >/ci-status; exit 1; }
+active() { systemctl is-active --quiet influxdb-relay; }
+mainpid() { systemctl show -p MainPID --value influxdb-relay; }
+wait_active() { for i in \$(seq 50); do active && return 0; sleep 0.2; done; return 1; }
+# Type=exec: active before it listens; the helper retries refused connections.
+write() { /usr/local/sbin/ci-http write "http://127.0.0.1:$RELAY_PORT/write?db=ci" "\$1" 10; }
+systemctl is-enabled influxdb-relay || fail "not enabled"
+wait_active || fail "not started at boot"
+pid=\$(mainpid)
+[ "\$(ps -o user= -p "\$pid")" = influxdb-relay ] || fail "runs as \$(ps -o user= -p "\$pid")"
+[ "\$(write 'package_sh,step=systemd value=5i')" = 204 ] || fail "write"
+if [ $CHECK_RELOAD = 1 ]; then
+	systemctl reload influxdb-relay || fail "reload"
+	sleep 2
+	active && [ "\$(mainpid)" = "\$pid" ] || fail "reload did not keep the relay running"
+	[ "\$(write 'package_sh,step=systemd-reload value=6i')" = 204 ] || fail "write after reload"
+else
+	echo "SKIPPED reload: the relay does not handle SIGHUP yet"
+fi
+kill -KILL "\$pid"
+sleep 3
+wait_active && [ "\$(mainpid)" != "\$pid" ] || fail "not restarted after a crash"
+echo "restarted after SIGKILL: \$(systemctl show -p NRestarts influxdb-relay)"
+cp $CONF /root/conf.good
+echo 'no-such-key = 1' >>$CONF
+systemctl restart influxdb-relay && fail "restarted with a broken config"
+for i in \$(seq 40); do systemctl is-failed --quiet influxdb-relay && break; sleep 0.5; done
+systemctl is-failed --quiet influxdb-relay || fail "not failed with a broken config"
+echo "a broken config: \$(systemctl show -p ActiveState,Result,NRestarts influxdb-relay | xargs)"
+journalctl -u influxdb-relay --no-pager | grep -q 'no-such-key' || fail "the journal does not say why"
+cp /root/conf.good $CONF
+systemctl reset-failed influxdb-relay
+systemctl start influxdb-relay && wait_active || fail "start with the config restored"
+systemctl stop influxdb-relay || fail "stop"
+active && fail "still active after stop"
+journalctl -u influxdb-relay --no-pager | tail -8
+systemd-analyze security influxdb-relay --no-pager | tail -1
+echo 0 >/ci-status
+TEST
+chmod 755 "$ROOT/usr/local/sbin/ci-systemd-test"
+install -m 755 "$HELPER" "$ROOT/usr/local/sbin/ci-http"
+cat >"$ROOT/etc/systemd/system/ci-systemd-test.service" <<'UNIT'
+[Unit]
+Description=package.sh checks of influxdb-relay.service
+After=multi-user.target
+[Service]
+Type=oneshot
+ExecStart=/usr/local/sbin/ci-systemd-test
+ExecStopPost=/bin/systemctl --no-block poweroff
+UNIT
+mkdir -p "$ROOT/etc/systemd/system/default.target.wants"
+ln -sf /etc/systemd/system/ci-systemd-test.service "$ROOT/etc/systemd/system/default.target.wants/"
+rm -f "$ROOT/ci-result" "$ROOT/ci-status"
+# systemd-nspawn brings its own /proc and /dev.
+umount "$ROOT/dev/ptmx" "$ROOT/dev/pts" "$ROOT/proc"
+timeout -k 10 180 systemd-nspawn --quiet --register=no --keep-unit --directory="$ROOT" --boot \
+	>"$WORK/nspawn.log" 2>&1 </dev/null &
+NSPAWN_PID=$!
+wait "$NSPAWN_PID" || echo "systemd-nspawn exited $?"
+NSPAWN_PID=
+mount -t proc proc "$ROOT/proc"
+mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts "$ROOT/dev/pts"
+mount --bind "$ROOT/dev/pts/ptmx" "$ROOT/dev/ptmx"
+cat "$ROOT/ci-result" 2>/dev/null || { tail -30 "$WORK/nspawn.log"; fail "the systemd checks did not run"; }
+[ "$(cat "$ROOT/ci-status" 2>/dev/null)" = 0 ] || fail "the unit under systemd"
+"$PY" "$HELPER" wait-for "$WORK/backend.bodies" "package_sh,step=systemd value=5i" 1 ||
+	fail "the write under systemd did not reach the backend"
+rm -rf "$ROOT/ci-result" "$ROOT/ci-status" "$ROOT/usr/local/sbin/ci-systemd-test" "$ROOT/usr/local/sbin/ci-http" \
+	"$ROOT/etc/systemd/system/ci-systemd-test.service" \
+	"$ROOT/etc/systemd/system/default.target.wants/ci-systemd-test.service"
 
 # ---------------------------------------------------------------------------
 say "purge leaves nothing behind"
