@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from http import HTTPStatus
 from urllib.parse import parse_qs, parse_qsl, quote, urlencode
 
+import gevent
 from gevent.pool import Pool
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
@@ -453,7 +454,9 @@ def _respond(start_response, response, extra=()):
 
 
 class _Handler(WSGIHandler):
-    """pywsgi's handler with a read timeout: a stalled client is let go."""
+    """pywsgi's handler with a read timeout (a stalled client is let go), and
+    a count of requests being answered, so that stopping waits for those and
+    not for idle keep-alive connections."""
 
     def handle(self):
         self.socket.settimeout(self.server.read_timeout)
@@ -461,6 +464,16 @@ class _Handler(WSGIHandler):
             super().handle()
         except socket.timeout:
             pass
+
+    def handle_one_response(self):
+        server = self.server
+        server.answering += 1
+        try:
+            return super().handle_one_response()
+        finally:
+            server.answering -= 1
+            if server.closed:
+                self.close_connection = True
 
     def log_request(self):
         if log.isEnabledFor(logging.DEBUG):
@@ -497,6 +510,7 @@ class HTTPListener(object):
             **kwargs
         )
         self.server.read_timeout = cfg.read_timeout
+        self.server.answering = 0
 
     @property
     def address(self):
@@ -506,4 +520,11 @@ class HTTPListener(object):
         self.server.start()
 
     def stop(self, timeout):
-        self.server.stop(timeout=timeout)
+        """Stop accepting, let requests being answered finish (up to ``timeout``),
+        then close every connection, idle keep-alive ones at once."""
+        server = self.server
+        server.close()
+        deadline = time.monotonic() + timeout
+        while server.answering and time.monotonic() < deadline:
+            gevent.sleep(0.02)
+        server.stop(timeout=0)

@@ -283,3 +283,22 @@ def test_stalled_client_is_let_go(relay, backends):
     assert data == b"" or data.startswith(b"HTTP/1.1 408")
     s.close()
     assert r.write(b"cpu v=1 1").status == 204
+
+
+def test_stopping_waits_for_requests_in_flight_but_not_for_idle_connections(relay, backends):
+    a = backends(mode=("slow", 0.5, 204))
+    r = relay(http_config(a))
+    port = int(r.url.rsplit(":", 1)[1])
+    idle = socket.create_connection(("127.0.0.1", port))
+    idle.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert idle.recv(65536).startswith(b"HTTP/1.1 204")  # and the connection stays open
+    writer = gevent.spawn(r.write, b"cpu v=1 1")
+    gevent.sleep(0.1)  # the write is now waiting on the slow backend
+    start = time.monotonic()
+    r.relay.stop(timeout=5)
+    took = time.monotonic() - start
+    assert writer.get(timeout=5).status == 204
+    assert took < 2  # not the 5 s an idle keep-alive connection would have held it
+    idle.settimeout(2)
+    assert idle.recv(65536) == b""  # closed by the relay
+    idle.close()
