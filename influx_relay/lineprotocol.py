@@ -86,28 +86,29 @@ def prepare(body, ts):
 
 
 def pack(lines, size):
-    """Group lines into payloads of at most ``size`` bytes, in order.
+    """Group lines into payloads of at most ``size`` bytes, in order, each line
+    ending with a newline (as InfluxDB's own UDP clients send them).
 
-    Returns ``(payloads, dropped)``: a line longer than ``size`` on its own
-    cannot be sent whole and is dropped (and counted) rather than cut.
+    Returns ``(payloads, dropped)``: a line too long to fit a payload on its
+    own cannot be sent whole and is dropped (and counted) rather than cut.
     """
     payloads = []
     dropped = 0
     current = []
-    length = -1
+    length = 0
     for line in lines:
-        n = len(line)
+        n = len(line) + 1
         if n > size:
             dropped += 1
             continue
-        if length + 1 + n > size:
-            payloads.append(b"\n".join(current))
+        if length + n > size:
+            payloads.append(b"\n".join(current) + b"\n")
             current = []
-            length = -1
+            length = 0
         current.append(line)
-        length += 1 + n
+        length += n
     if current:
-        payloads.append(b"\n".join(current))
+        payloads.append(b"\n".join(current) + b"\n")
     return payloads, dropped
 
 
