@@ -55,6 +55,7 @@ done
 WORK=$(mktemp -d /tmp/influxdb-relay-package.XXXXXX)
 ROOT="$WORK/root"
 BACKEND_PID=
+BACKEND2_PID=
 NSPAWN_PID=
 
 # Whether a process runs (a zombie, not yet reaped by init, does not).
@@ -89,6 +90,7 @@ cleanup() {
 	set +e
 	trap - EXIT INT TERM ERR
 	[ -n "$BACKEND_PID" ] && kill "$BACKEND_PID" 2>/dev/null
+	[ -n "$BACKEND2_PID" ] && kill "$BACKEND2_PID" 2>/dev/null
 	if [ -n "$NSPAWN_PID" ] && alive "$NSPAWN_PID"; then
 		for pid in $(descendants "$NSPAWN_PID"); do kill -KILL "$pid" 2>/dev/null; done
 	fi
@@ -344,9 +346,13 @@ rc=0; inroot "$INIT" start || rc=$?
 say "start with the SysV init script; write through it to a fake backend"
 "$PY" "$HELPER" backend "$WORK/backend.port" "$WORK/backend.bodies" 2>"$WORK/backend.log" &
 BACKEND_PID=$!
-for _ in $(seq 50); do [ -s "$WORK/backend.port" ] && break; sleep 0.1; done
+"$PY" "$HELPER" backend "$WORK/backend2.port" "$WORK/backend2.bodies" 2>"$WORK/backend2.log" &
+BACKEND2_PID=$!
+for _ in $(seq 50); do [ -s "$WORK/backend.port" ] && [ -s "$WORK/backend2.port" ] && break; sleep 0.1; done
 BACKEND_PORT=$(cat "$WORK/backend.port") || fail "the fake backend did not start"
+BACKEND2_PORT=$(cat "$WORK/backend2.port") || fail "the second fake backend did not start"
 RELAY_PORT=$("$PY" "$HELPER" free-port)
+# write_conf [NAME PORT]: the admin's config, with one more backend if asked.
 write_conf() {
 	cat >"$ROOT$CONF" <<CONF
 # Edited by .ci/package.sh: an admin's config, kept across remove and upgrade.
@@ -359,6 +365,9 @@ name = "ci-backend"
 location = "http://127.0.0.1:$BACKEND_PORT/"
 timeout = "5s"
 CONF
+	if [ $# = 2 ]; then
+		printf '\n[[http.output]]\nname = "%s"\nlocation = "http://127.0.0.1:%s/"\n' "$1" "$2" >>"$ROOT$CONF"
+	fi
 }
 write_conf
 cp "$ROOT$CONF" "$WORK/conf.edited"
@@ -386,16 +395,19 @@ rc=0; inroot "$INIT" reload || rc=$?
 [ "$rc" != 0 ] || fail "reload accepted a broken config"
 alive "$PID" || fail "a refused reload stopped the relay"
 write_conf
-if grep -rqw SIGHUP "$REPO/influx_relay"; then
-	inroot "$INIT" reload || fail "reload"
-	sleep 2
-	alive "$PID" || { tail -20 "$RELAY_LOG"; fail "the relay died on SIGHUP"; }
-	[ "$(cat "$ROOT$PIDFILE")" = "$PID" ] || fail "reload changed the pid"
-	write_point "package_sh,step=reload value=2i"
-else
-	# Until then SIGHUP would stop it, and so would systemctl reload.
-	echo "SKIPPED: the relay does not handle SIGHUP yet (influx_relay/ never names it)"
-fi
+# A reload that adds a second backend: the next write reaches both, from the
+# same process.
+write_conf "ci-backend-2" "$BACKEND2_PORT"
+inroot "$INIT" reload || fail "reload"
+sleep 2
+alive "$PID" || { tail -20 "$RELAY_LOG"; fail "the relay died on SIGHUP"; }
+[ "$(cat "$ROOT$PIDFILE")" = "$PID" ] || fail "reload changed the pid"
+write_point "package_sh,step=reload value=2i"
+"$PY" "$HELPER" wait-for "$WORK/backend2.bodies" "package_sh,step=reload value=2i" 10 ||
+	{ tail -20 "$RELAY_LOG"; fail "the reloaded config's new backend got nothing"; }
+echo "the backend added by the reload has it too"
+write_conf
+inroot "$INIT" reload || fail "reload back"
 
 say "restart, stop"
 inroot "$INIT" restart || fail "restart"
@@ -465,7 +477,6 @@ say "boot the root with systemd (systemd-nspawn) and drive the unit"
 # The package enabled the unit; it starts at boot with the edited config (the
 # fake backend is still listening). A oneshot unit runs the checks, writes
 # its transcript to /ci-result and powers the container off.
-if grep -rqw SIGHUP "$REPO/influx_relay"; then CHECK_RELOAD=1; else CHECK_RELOAD=0; fi
 cat >"$ROOT/usr/local/sbin/ci-systemd-test" <<TEST
 #!/bin/sh
 set -u
@@ -481,26 +492,31 @@ wait_active || fail "not started at boot"
 pid=\$(mainpid)
 [ "\$(ps -o user= -p "\$pid")" = influxdb-relay ] || fail "runs as \$(ps -o user= -p "\$pid")"
 [ "\$(write 'package_sh,step=systemd value=5i')" = 204 ] || fail "write"
-if [ $CHECK_RELOAD = 1 ]; then
-	systemctl reload influxdb-relay || fail "reload"
-	sleep 2
-	active && [ "\$(mainpid)" = "\$pid" ] || fail "reload did not keep the relay running"
-	[ "\$(write 'package_sh,step=systemd-reload value=6i')" = 204 ] || fail "write after reload"
-else
-	echo "SKIPPED reload: the relay does not handle SIGHUP yet"
-fi
+echo "started at boot as influxdb-relay (pid \$pid); a write: 204"
+systemctl reload influxdb-relay || fail "reload"
+sleep 2
+active && [ "\$(mainpid)" = "\$pid" ] || fail "reload did not keep the relay running"
+[ "\$(write 'package_sh,step=systemd-reload value=6i')" = 204 ] || fail "write after reload"
+echo "reloaded, same pid; a write: 204. Now a reload with a broken config (must fail):"
+cp $CONF /root/conf.good
+echo 'no-such-key = 1' >>$CONF
+systemctl reload influxdb-relay && fail "reloaded a broken config"
+active && [ "\$(mainpid)" = "\$pid" ] || fail "a refused reload stopped the relay"
+cp /root/conf.good $CONF
 kill -KILL "\$pid"
 sleep 3
 wait_active && [ "\$(mainpid)" != "\$pid" ] || fail "not restarted after a crash"
 echo "restarted after SIGKILL: \$(systemctl show -p NRestarts influxdb-relay)"
 cp $CONF /root/conf.good
 echo 'no-such-key = 1' >>$CONF
+echo "a restart with a broken config (must fail):"
 systemctl restart influxdb-relay && fail "restarted with a broken config"
 for i in \$(seq 40); do systemctl is-failed --quiet influxdb-relay && break; sleep 0.5; done
 systemctl is-failed --quiet influxdb-relay || fail "not failed with a broken config"
 echo "a broken config: \$(systemctl show -p ActiveState,Result,NRestarts influxdb-relay | xargs)"
 journalctl -u influxdb-relay --no-pager | grep -q 'no-such-key' || fail "the journal does not say why"
 cp /root/conf.good $CONF
+echo "a broken config: ExecStartPre refused it, the journal says why"
 systemctl reset-failed influxdb-relay
 systemctl start influxdb-relay && wait_active || fail "start with the config restored"
 systemctl stop influxdb-relay || fail "stop"
