@@ -105,8 +105,7 @@ class Fanout(object):
             for s in sends:
                 if s is not send and s.state != _IN_FLIGHT:
                     s.report()
-            for output in synced:
-                output.sync()
+            _sync(synced)
             return WRITTEN if send.state == _OK else send.response
         for s in sends:
             s.decided = True
@@ -215,6 +214,15 @@ class _Send(object):
         if self.error is not None:
             return self.error.reason
         return "HTTP %d: %s" % (self.response.status, _snippet(self.response.body))
+
+
+def _sync(outputs):
+    """Make the held write durable on every disk buffer, their fsyncs at once."""
+    durable = [o for o in outputs if o.buffer.durable]
+    if len(durable) == 1:
+        durable[0].sync()
+    elif durable:
+        gevent.joinall([gevent.spawn(o.sync) for o in durable])
 
 
 def _all_failed(failures):

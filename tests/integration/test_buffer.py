@@ -203,3 +203,48 @@ def test_a_backlog_that_is_failing_does_not_make_the_client_wait(relay, backends
     resp = r.write(point(1))
     assert resp.status == 503
     assert resp.headers["Content-Type"] == "application/json"
+
+
+def test_stopping_gives_a_memory_backlog_time_then_says_what_is_lost(relay, backends, caplog):
+    a, b = backends(), backends()
+    b.stop()
+    r = relay(buffered(a, b))
+    for i in range(3):
+        r.write(point(i) + b"\n" + point(i + 100))
+    caplog.set_level(logging.INFO)
+    r.relay.stop(timeout=0.3)
+    lost = [rec.getMessage() for rec in caplog.records if "lost" in rec.getMessage()]
+    assert lost == ["output b1: shutting down with 3 buffered write(s): 6 point(s) lost"]
+
+
+def test_stopping_delivers_a_memory_backlog_when_the_backend_returns_in_time(relay, backends, caplog):
+    a, b = backends(), backends()
+    b.stop()
+    r = relay(buffered(a, b))
+    for i in range(3):
+        r.write(point(i))
+    caplog.set_level(logging.INFO)
+    gevent.spawn_later(0.2, b.start)
+    r.relay.stop(timeout=5)
+    assert b.lines == [point(i) for i in range(3)]
+    assert not [rec for rec in caplog.records if "lost" in rec.getMessage()]
+
+
+def test_a_disk_buffer_is_replayed_in_order_by_the_next_relay(relay, backends, tmp_path, caplog):
+    a, b = backends(), backends()
+    b.stop()
+    text = buffered(a, b, extra=', buffer-path = "%s/buf-NAME", buffer-sync = "write"' % tmp_path)
+    text = text.replace("buf-NAME", "buf-0", 1).replace("buf-NAME", "buf-1", 1)
+    first = relay(text)
+    for i in range(30):
+        assert first.write(point(i)).status == 204
+    assert status(first)["b1"]["durable"] is True
+    caplog.set_level(logging.INFO)
+    first.relay.stop(timeout=0)
+    assert any("stay buffered on disk" in rec.getMessage() for rec in caplog.records)
+    assert not [rec for rec in caplog.records if "lost" in rec.getMessage()]
+    b.start()
+    second = relay(text)
+    assert second.write(point(30)).status == 204
+    eventually(lambda: len(b.lines) == 31, timeout=10)
+    assert b.lines == [point(i) for i in range(31)]
