@@ -60,6 +60,19 @@ class Entry(object):
         return "<Entry %s %d bytes>" % (self.state, self.size)
 
 
+def run_from(first, following, max_bytes):
+    """The longest run of entries from ``first`` on that share its state and
+    key, within ``max_bytes``; ``first`` is always in it, however large."""
+    out = [first]
+    size = first.size
+    for entry in following:
+        if entry.state != first.state or entry.key != first.key or size + entry.size > max_bytes:
+            break
+        out.append(entry)
+        size += entry.size
+    return out
+
+
 def make_buffer(output):
     """The buffer an HTTP output's config asks for, or None."""
     if output.buffer_path:

@@ -73,7 +73,7 @@ from collections import deque
 import gevent
 from gevent.event import Event
 
-from . import DONE, READY, BufferFull, Entry
+from . import DONE, READY, BufferFull, Entry, run_from
 from ..errors import RelayError
 
 log = logging.getLogger(__name__)
@@ -322,21 +322,8 @@ class DiskBuffer(object):
                 return None
 
     def batch(self, max_bytes):
-        """The longest run of READY entries from the head with one key, within ``max_bytes``.
-
-        The head entry is always included, however large.
-        """
-        first = self.head()
-        out = [first]
-        size = first.size
-        for entry in self._after_head():
-            if entry.state != first.state or entry.key != first.key:
-                break
-            if size + entry.size > max_bytes:
-                break
-            out.append(entry)
-            size += entry.size
-        return out
+        """The longest run of READY entries from the head with one key, within ``max_bytes``."""
+        return run_from(self.head(), self._after_head(), max_bytes)
 
     def _after_head(self):
         """The entries after the head: the window's, then more read from disk."""

@@ -2,7 +2,7 @@
 
 from collections import deque
 
-from . import DONE, BufferFull
+from . import DONE, BufferFull, run_from
 
 
 class MemoryBuffer(object):
@@ -40,19 +40,8 @@ class MemoryBuffer(object):
         return entries[0] if entries else None
 
     def batch(self, max_bytes):
-        """The longest run of READY entries from the head with one key, within ``max_bytes``.
-
-        The head entry is always included, however large.
-        """
-        first = self.head()
-        out = [first]
-        size = first.size
-        for entry in self._after_head():
-            if entry.state != first.state or entry.key != first.key or size + entry.size > max_bytes:
-                break
-            out.append(entry)
-            size += entry.size
-        return out
+        """The longest run of READY entries from the head with one key, within ``max_bytes``."""
+        return run_from(self.head(), self._after_head(), max_bytes)
 
     def _after_head(self):
         it = iter(self.entries)
