@@ -48,6 +48,21 @@ install_packages() {
     [ -z "$pkgs" ] || die "still missing after apt-get install: $pkgs"
 }
 
+# ensure_packages PKG...: apt-get install those of the Debian packages that are missing.
+ensure_packages() {
+    local missing=() p
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+    done
+    [ ${#missing[@]} -gt 0 ] || return 0
+    [ "$(id -u)" = 0 ] || die "need root to install: ${missing[*]}"
+    say "installing Debian packages: ${missing[*]}"
+    env DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null \
+        && env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+            "${missing[@]}" >/dev/null \
+        || die "apt-get install ${missing[*]} failed"
+}
+
 _requirements_stamp() {
     (cd "$REPO_ROOT" && cat requirements.txt requirements-dev.txt setup.py 2>/dev/null \
         && python3 --version 2>&1) | sha256sum | cut -d' ' -f1

@@ -130,3 +130,8 @@ def eventually(predicate, timeout=5.0):
                 return value
             gevent.sleep(0.01)
     return predicate()
+
+
+def body_json(response):
+    """A response's JSON body (urllib3 1.26, Debian 12's, has no ``.json()``)."""
+    return json.loads(response.data)

@@ -11,7 +11,7 @@ from urllib.parse import parse_qs
 import gevent
 import pytest
 
-from .conftest import error_of, eventually, http_config
+from .conftest import body_json, error_of, eventually, http_config
 from .fakes import FakeBackend
 
 
@@ -31,7 +31,7 @@ def test_ping_answers_the_configured_status(relay, backends):
     assert resp.status == 200 and resp.data == b""
     assert resp.headers["X-Influxdb-Version"].startswith("relay-")
     verbose = r2.get("/ping?verbose=true")
-    assert verbose.status == 200 and "version" in verbose.json()
+    assert verbose.status == 200 and "version" in body_json(verbose)
 
 
 def test_writes_over_the_rate_get_429_with_retry_after(relay, backends):
@@ -354,7 +354,7 @@ def test_a_filtered_output_buffers_only_its_points(relay, backends):
     r = relay(text)
     assert r.write(MIXED).status == 204
     assert r.write(b"cpu v=1 9").status == 204  # nothing for b1: not buffered
-    status = r.get("/status").json()["outputs"]["b1"]
+    status = body_json(r.get("/status"))["outputs"]["b1"]
     assert status["buffered_writes"] == 1
     b.start()
     eventually(lambda: b.bodies, timeout=5)

@@ -7,7 +7,7 @@ from urllib.parse import parse_qs
 
 import gevent
 
-from .conftest import error_of, eventually, http_config
+from .conftest import body_json, error_of, eventually, http_config
 
 
 def v2_output(backend, name="v2", extra=""):
@@ -232,7 +232,7 @@ def test_ping_ready_and_build_header(relay, backends):
     assert resp.headers["X-Influxdb-Version"]
     resp = r.get("/ready")
     assert resp.status == 200
-    ready = resp.json()
+    ready = body_json(resp)
     assert ready["status"] == "ready"
     assert ready["started"].endswith("Z") and ready["up"].endswith("s")
     assert r.http.request("POST", r.url + "/ready").status == 405
@@ -252,7 +252,7 @@ def test_a_v2_output_that_comes_back_gets_translated_replays(relay, backends):
     for i in range(3):
         assert r.write(b"cpu v=%d %d" % (i, i), query="db=t&rp=r&precision=s").status == 204
     assert write_v2(r, b"cpu v=3 3", query="org=x&bucket=t/r&precision=s").status == 204
-    assert r.get("/status").json()["outputs"]["v2"]["buffered_writes"] == 4
+    assert body_json(r.get("/status"))["outputs"]["v2"]["buffered_writes"] == 4
     two.start()
     eventually(lambda: len(two.lines) == 4, timeout=10)
     assert two.lines == [b"cpu v=%d %d" % (i, i) for i in range(4)]
@@ -289,7 +289,7 @@ def test_a_422_is_returned_and_never_buffered(relay, backends):
     assert resp.status == 422
     assert v2_error(resp)["message"] == "no"
     gevent.sleep(0.5)
-    status = r.get("/status").json()["outputs"]
+    status = body_json(r.get("/status"))["outputs"]
     assert status["v2"]["buffered_writes"] == 0 and status["v1"]["buffered_writes"] == 0
     assert len(two.requests) == 1
 
@@ -302,11 +302,11 @@ def test_a_429_is_retried_from_the_buffer_not_dropped(relay, backends):
     r = relay(http_config(buffered(v1_output(one)), buffered(v2_output(two))))
     for i in range(3):
         assert write_v2(r, b"cpu v=%d %d" % (i, i)).status == 204
-    eventually(lambda: r.get("/status").json()["outputs"]["v2"]["retries"] >= 1)
+    eventually(lambda: body_json(r.get("/status"))["outputs"]["v2"]["retries"] >= 1)
     two.mode = ("status", 204, b"")
 
     def delivered():
-        s = r.get("/status").json()["outputs"]["v2"]
+        s = body_json(r.get("/status"))["outputs"]["v2"]
         return s["replayed_batches"] >= 1 and s["buffered_writes"] == 0 and s
     status = eventually(delivered, timeout=10)
     assert status["dropped_rejected"] == 0

@@ -5,7 +5,7 @@ import logging
 
 import gevent
 
-from .conftest import error_of, eventually, http_config
+from .conftest import body_json, error_of, eventually, http_config
 
 
 def buffered(*backends, size_mb=1, extra="", listener_extra=""):
@@ -22,7 +22,7 @@ def point(i):
 
 
 def status(r):
-    return r.get("/status").json()["outputs"]
+    return body_json(r.get("/status"))["outputs"]
 
 
 def test_a_backend_that_comes_back_gets_every_write_in_order(relay, backends):
