@@ -3,10 +3,13 @@
 import base64
 import json
 import logging
+import re
+import socket
 from collections import namedtuple
 
 import gevent
 import urllib3
+from gevent import socket as gsocket
 
 from . import __version__
 from .errors import BackendError
@@ -55,6 +58,10 @@ class HTTPBackend(object):
                             "is not verified", self.name, output.base_url)
             elif output.ca_file:
                 kwargs["ca_certs"] = output.ca_file
+        # Writes over plain HTTP take a lean keep-alive path (see KeepAlivePool);
+        # HTTPS, queries and pings go through urllib3.
+        self.lean = KeepAlivePool(output.host, output.port, output.pool_size, output.timeout) \
+            if output.scheme == "http" else None
         self.pool = urllib3.connection_from_url(
             output.base_url,
             maxsize=output.pool_size,
@@ -73,7 +80,22 @@ class HTTPBackend(object):
     def post(self, endpoint, query, body, headers):
         """POST ``body`` to ``endpoint`` (a path) with the raw ``query`` string."""
         url = endpoint + "?" + query if query else endpoint
-        return self.request("POST", url, body, headers)
+        if self.lean is None:
+            return self.request("POST", url, body, headers)
+        if self.auth is not None:
+            headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+            headers["Authorization"] = self.auth
+            url = _without_credentials(url)
+        timeout = self.timeout
+        try:
+            with gevent.Timeout(timeout):
+                return self.lean.post(url, body, headers)
+        except gevent.Timeout:
+            raise BackendError(self, "no answer within %gs" % timeout)
+        except ConnectionRefusedError as e:
+            raise BackendError(self, "connection failed: %s" % e)
+        except (OSError, ProtocolError) as e:
+            raise BackendError(self, str(e) or e.__class__.__name__)
 
     def request(self, method, url, body=None, headers=None, timeout=None):
         """One request; ``timeout`` (seconds) shortens the output's own if given."""
@@ -112,7 +134,222 @@ class HTTPBackend(object):
         return Response(r.status, r.data, r.headers.get("Content-Type", ""))
 
     def close(self):
+        if self.lean is not None:
+            self.lean.close()
         self.pool.close()
+
+
+class ProtocolError(Exception):
+    """A backend's answer that is not HTTP/1.x as the relay understands it."""
+
+
+#: Largest response head (status line and headers) read from a backend.
+MAX_RESPONSE_HEAD = 64 * 1024
+#: Bodies up to this size go out in the same send as the request head.
+_JOIN_BELOW = 64 * 1024
+_CHUNK = 64 * 1024
+
+
+class KeepAlivePool(object):
+    """POST over kept-alive HTTP/1.1 connections, with little per-request work.
+
+    urllib3 (with http.client and the email package parsing every response's
+    headers) was most of the relay's CPU time per small write; a backend's
+    answer to a write is short and simple, so this reads it directly. Up to
+    ``size`` idle connections are kept, as urllib3's pool does (``block=False``:
+    more requests at once open more connections, closed after use).
+
+    A request that fails on a kept-alive connection before any byte of an
+    answer arrives (the server had closed it while idle) is sent once more on
+    a new connection; that may deliver a write twice, which stamped
+    timestamps make harmless (the point overwrites itself).
+    """
+
+    def __init__(self, host, port, size, timeout):
+        self.address = (host, port)
+        self.host_header = ("[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port))
+        self.size = size
+        self.connect_timeout = timeout
+        self.idle = []
+        self.closed = False
+
+    def post(self, url, body, headers):
+        """Returns a :class:`Response`; raises OSError or :class:`ProtocolError`."""
+        if _UNSAFE.search(url):
+            url = _UNSAFE.sub(_percent, url)
+        head = ["POST %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: %s\r\nAccept-Encoding: identity\r\n"
+                "Content-Length: %d\r\n" % (url, self.host_header, USER_AGENT, len(body))]
+        for name, value in headers.items():
+            head.append("%s: %s\r\n" % (name, value))
+        head.append("\r\n")
+        head = "".join(head).encode("latin-1")
+        if len(body) < _JOIN_BELOW:
+            head, body = head + body, b""
+        if self.idle:
+            try:
+                return self._exchange(self.idle.pop(), head, body)
+            except _Stale:
+                # Closed by the server while idle (a restart, an idle timeout):
+                # so are the other idle ones, most likely.
+                self.close_idle()
+        sock = gsocket.create_connection(self.address, timeout=self.connect_timeout)
+        sock.settimeout(None)  # the caller's Timeout bounds the whole exchange
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return self._exchange(sock, head, body, fresh=True)
+
+    def _exchange(self, sock, head, body, fresh=False):
+        answered = False
+        try:
+            try:
+                sock.sendall(head)
+                if body:
+                    sock.sendall(body)
+                data = sock.recv(_CHUNK)
+            except OSError:
+                if fresh:
+                    raise
+                raise _Stale()
+            if not data:
+                if fresh:
+                    raise ProtocolError("connection closed without an answer")
+                raise _Stale()
+            response, keep = _read_response(sock, data)
+            answered = True
+        finally:
+            if not answered:
+                sock.close()
+        if keep and not self.closed and len(self.idle) < self.size:
+            self.idle.append(sock)
+        else:
+            sock.close()
+        return response
+
+    def close_idle(self):
+        idle, self.idle = self.idle, []
+        for sock in idle:
+            sock.close()
+
+    def close(self):
+        self.closed = True
+        self.close_idle()
+
+
+#: Characters a request target cannot hold as they are (urllib3 escapes them too).
+_UNSAFE = re.compile(r"[^\x21-\x7e]")
+
+
+def _percent(match):
+    # The server read the request line as latin-1 (PEP 3333): these are the client's bytes.
+    char = match.group()
+    raw = char.encode("latin-1") if char <= "\xff" else char.encode("utf-8")
+    return "".join("%%%02X" % b for b in raw)
+
+
+class _Stale(Exception):
+    """A kept-alive connection the server had closed."""
+
+
+def _read_response(sock, data):
+    """Read one response, ``data`` being its first bytes: ``(Response, keep-alive)``."""
+    while True:
+        end = data.find(b"\r\n\r\n")
+        while end < 0:
+            if len(data) > MAX_RESPONSE_HEAD:
+                raise ProtocolError("response head too long")
+            more = sock.recv(_CHUNK)
+            if not more:
+                raise ProtocolError("connection closed in the response head")
+            data += more
+            end = data.find(b"\r\n\r\n")
+        lines = data[:end].decode("latin-1").split("\r\n")
+        rest = data[end + 4:]
+        version, _, status = lines[0].partition(" ")
+        code = status[:3]
+        if not version.startswith("HTTP/1.") or len(code) != 3 or not code.isdigit():
+            raise ProtocolError("not an HTTP response: %r" % lines[0][:60])
+        status = int(code)
+        if 100 <= status < 200:  # an interim answer (100 Continue): the real one follows
+            data = rest
+            if not data:
+                data = sock.recv(_CHUNK)
+                if not data:
+                    raise ProtocolError("connection closed in the response head")
+            continue
+        break
+    fields = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if sep:
+            fields[name.strip().lower()] = value.strip()
+    connection = fields.get("connection", "").lower()
+    keep = "close" not in connection if version == "HTTP/1.1" else "keep-alive" in connection
+    content_type = fields.get("content-type", "")
+    if status in (204, 304):
+        body = b""
+        keep = keep and not rest
+    elif "chunked" in fields.get("transfer-encoding", "").lower():
+        body, rest = _read_chunked(sock, rest)
+        keep = keep and not rest
+    elif "content-length" in fields:
+        try:
+            length = int(fields["content-length"])
+        except ValueError:
+            raise ProtocolError("bad Content-Length: %r" % fields["content-length"][:40])
+        while len(rest) < length:
+            more = sock.recv(max(_CHUNK, length - len(rest)))
+            if not more:
+                raise ProtocolError("connection closed in the response body")
+            rest += more
+        body, rest = rest[:length], rest[length:]
+        keep = keep and not rest
+    else:  # the body ends when the connection does
+        chunks = [rest]
+        while True:
+            more = sock.recv(_CHUNK)
+            if not more:
+                break
+            chunks.append(more)
+        body = b"".join(chunks)
+        keep = False
+    return Response(status, body, content_type), keep
+
+
+def _read_chunked(sock, data):
+    """A chunked body from ``data`` on; ``(body, bytes after it)``."""
+    chunks = []
+    while True:
+        end = data.find(b"\r\n")
+        while end < 0:
+            more = sock.recv(_CHUNK)
+            if not more:
+                raise ProtocolError("connection closed in a chunked body")
+            data += more
+            end = data.find(b"\r\n")
+        try:
+            size = int(data[:end].split(b";")[0], 16)
+        except ValueError:
+            raise ProtocolError("bad chunk size")
+        data = data[end + 2:]
+        if size == 0:
+            # trailers, then an empty line
+            while True:
+                end = data.find(b"\r\n")
+                while end < 0:
+                    more = sock.recv(_CHUNK)
+                    if not more:
+                        raise ProtocolError("connection closed in a chunked body")
+                    data += more
+                    end = data.find(b"\r\n")
+                line, data = data[:end], data[end + 2:]
+                if not line:
+                    return b"".join(chunks), data
+        while len(data) < size + 2:
+            more = sock.recv(max(_CHUNK, size + 2 - len(data)))
+            if not more:
+                raise ProtocolError("connection closed in a chunked body")
+            data += more
+        chunks.append(data[:size])
+        data = data[size + 2:]
 
 
 def _authorization(output):

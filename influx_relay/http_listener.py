@@ -16,11 +16,13 @@ import socket
 import ssl
 import time
 import zlib
+from collections import deque
 from datetime import datetime, timezone
 from http import HTTPStatus
 from urllib.parse import parse_qs, parse_qsl, quote, urlencode
 
 import gevent
+from gevent.event import Event
 from gevent.pool import Pool
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
@@ -36,6 +38,15 @@ log = logging.getLogger(__name__)
 
 #: Connections one listener serves at once; more wait in the kernel's backlog.
 MAX_CONNECTIONS = 1000
+
+#: Bytes of write bodies (as sent: their Content-Length) one listener takes in at
+#: once. A write that would go past it waits, its body unread in the kernel
+#: (TCP slows the client down), until earlier writes are answered; a single
+#: write larger than this still goes, alone. Chunked bodies count as
+#: CHUNKED_CHARGE. This bounds the relay's memory when clients send faster
+#: than the backends take: about 2.5 times this, plus a fixed ~40 MB.
+MAX_BODY_BYTES_IN_FLIGHT = 64 * 1024 * 1024
+CHUNKED_CHARGE = 1024 * 1024
 
 VERSION = "relay-%s" % __version__
 _JSON = "application/json"
@@ -89,15 +100,24 @@ class WriteApp(object):
             "/admin": self.admin,
             "/api/v1/prom/write": self.prom_write,
         }
+        self.bounded = (self.write, self.write_v2, self.prom_write)
+        self.budget = ByteBudget(MAX_BODY_BYTES_IN_FLIGHT)
 
     def __call__(self, environ, start_response):
         handler = self.routes.get(environ.get("PATH_INFO", ""))
+        charge = 0
         try:
             if handler is None:
                 raise RequestError(404, "not found")
+            if handler in self.bounded and environ["REQUEST_METHOD"] == "POST":
+                charge = _charge(environ, self.max_body_size)
+                self.budget.take(charge)
             return handler(environ, start_response)
         except RequestError as e:
             return _error(start_response, e.status, e.message, environ, e.headers)
+        finally:
+            if charge:
+                self.budget.give(charge)
 
     # -- /ping -------------------------------------------------------------
 
@@ -382,6 +402,53 @@ class WriteApp(object):
         if encoding not in ("", "identity"):
             raise RequestError(415, "unsupported Content-Encoding: %s" % encoding[:40])
         return body
+
+
+class ByteBudget(object):
+    """Bytes in use out of ``limit``; :meth:`take` waits (greenlets), first come
+    first served, for room."""
+
+    def __init__(self, limit):
+        self.limit = limit
+        self.used = 0
+        self._waiting = deque()  # (n, Event), oldest first
+
+    def take(self, n):
+        # One taker alone may go past the limit: a body larger than it still goes.
+        if not self._waiting and (not self.used or self.used + n <= self.limit):
+            self.used += n
+            return
+        granted = Event()
+        self._waiting.append((n, granted))
+        try:
+            granted.wait()
+        except BaseException:  # killed while waiting (the server is stopping)
+            if granted.is_set():
+                self.give(n)
+            else:
+                self._waiting.remove((n, granted))
+            raise
+
+    def give(self, n):
+        self.used -= n
+        waiting = self._waiting
+        while waiting and (not self.used or self.used + waiting[0][0] <= self.limit):
+            n, granted = waiting.popleft()
+            self.used += n
+            granted.set()
+
+
+def _charge(environ, limit):
+    """What a write body counts against the listener's budget (0 for one that
+    read_body refuses unread: a bad length, or over ``limit``)."""
+    length = environ.get("CONTENT_LENGTH")
+    if not length:
+        return CHUNKED_CHARGE if environ.get("HTTP_TRANSFER_ENCODING") else 0
+    try:
+        length = int(length)
+    except ValueError:
+        return 0
+    return length if 0 < length <= limit else 0
 
 
 def _prom_endpoint(output):

@@ -55,6 +55,15 @@ def scan(body, ts):
     """
     if b'"' in body:
         return _scan_quoted(body, ts)
+    if b"\\" not in body and b"\r" not in body:
+        fast = _scan_plain(body, ts)
+        if fast is not None:
+            return fast
+    return _scan_lines(body, ts)
+
+
+def _scan_lines(body, ts):
+    """Line by line, each line on its own (no quoted strings in the body)."""
     out = []
     changed = False
     for lineno, line in enumerate(body.split(b"\n"), 1):
@@ -110,6 +119,43 @@ def pack(lines, size):
     if current:
         payloads.append(b"\n".join(current) + b"\n")
     return payloads, dropped
+
+
+def _scan_plain(body, ts):
+    """The common case, fast: a body of plain lines, each ``key fields`` or
+    ``key fields timestamp`` with single spaces (no quote, backslash or
+    ``\\r`` anywhere, no blank line or comment). Returns what :func:`scan`
+    would, or None when the body is not that simple: the general scan then
+    decides, and names the bad line if there is one.
+    """
+    lines = body.split(b"\n")
+    changed = False
+    if not lines[-1]:
+        lines.pop()  # the final newline
+        changed = True
+    stamp = b" " + ts
+    out = []
+    append = out.append
+    for line in lines:
+        parts = line.split(b" ")
+        n = len(parts)
+        key = parts[0]
+        # 35 and 44: "#" (a comment) and "," (no measurement); 61: "=" (no field key)
+        if not key or key[0] in (35, 44):
+            return None
+        fields = parts[1] if n > 1 else b""
+        if b"=" not in fields or fields[0] == 61:
+            return None
+        if n == 3:
+            if not parts[2].isdigit():
+                return None
+            append(line)
+        elif n == 2:
+            append(line + stamp)
+            changed = True
+        else:
+            return None
+    return out, changed
 
 
 def _simple_line(line, lineno, ts):

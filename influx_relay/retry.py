@@ -17,5 +17,12 @@ class RetryPolicy:
 
     def delay(self, failures):
         """The wait after ``failures`` consecutive failures (1 or more)."""
-        base = min(self.cap, self.initial * self.multiplier ** (failures - 1))
+        # Doubling up to the cap only: 2.0 ** 1024 would overflow a float after
+        # 1025 failures (under 3 hours of outage at a 10 s cap).
+        base = self.initial
+        for _ in range(min(failures, 64) - 1):
+            base *= self.multiplier
+            if base >= self.cap:
+                break
+        base = min(self.cap, base)
         return base * (1 - self.jitter * random.random())

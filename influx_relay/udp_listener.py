@@ -66,8 +66,16 @@ class UDPListener(DatagramServer):
 
     def init_socket(self):
         super().init_socket()
-        if self.cfg.read_buffer:
-            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.cfg.read_buffer)
+        wanted = self.cfg.read_buffer
+        if wanted:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, wanted)
+            # Linux caps it at net.core.rmem_max (and reports twice what it grants).
+            got = self.socket.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2
+            if got < wanted and not getattr(self, "_warned_rcvbuf", False):
+                self._warned_rcvbuf = True
+                log.warning("udp %s: read-buffer is %d bytes but the OS granted %d: raise "
+                            "net.core.rmem_max (sysctl) to at least %d", self.name, wanted, got,
+                            wanted)
 
     def handle(self, data, address):
         self.received += 1

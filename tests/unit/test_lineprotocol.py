@@ -1,6 +1,10 @@
 """The line protocol scanner: splitting, checking and stamping, no sockets."""
 
+import random
+
 import pytest
+
+from influx_relay import lineprotocol
 
 from influx_relay.errors import LineProtocolError
 from influx_relay.lineprotocol import PRECISION_NS, pack, prepare, scan, stamp
@@ -159,3 +163,39 @@ def test_pack_drops_only_the_line_too_long_for_a_payload():
     payloads, dropped = pack([b"a" * 5, b"x" * 30, b"b" * 5], 20)
     assert payloads == [b"aaaaa\nbbbbb\n"]
     assert dropped == 1
+
+
+# ---------------------------------------------------------------------------
+# The fast path for plain bodies gives what the line-by-line scan gives
+
+
+def _general(body):
+    try:
+        return lineprotocol._scan_lines(body, TS)
+    except LineProtocolError as e:
+        return str(e)
+
+
+def _scanned(body):
+    try:
+        return scan(body, TS)
+    except LineProtocolError as e:
+        return str(e)
+
+
+def test_plain_fast_path_agrees_with_the_line_by_line_scan():
+    rng = random.Random(4)
+    pieces = [b"cpu", b",host=a", b" ", b"  ", b"v=1", b"=", b",", b"#", b"\t", b"\n", b"123",
+              b"-5", b"x", b"i", b"1.5"]
+    for _ in range(20000):
+        body = b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 12)))
+        assert _scanned(body) == _general(body), body
+
+
+def test_plain_fast_path_on_a_telegraf_like_body():
+    body = b"".join(
+        b"cpu,host=h%d,region=eu usage_user=%d.5,usage_idle=3i%s\n" % (i, i, b" %d" % i if i % 7 else b"")
+        for i in range(500)
+    )
+    assert lineprotocol._scan_plain(body, TS) is not None  # the fast path took it
+    assert scan(body, TS) == lineprotocol._scan_lines(body, TS)

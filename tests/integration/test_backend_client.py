@@ -1,0 +1,158 @@
+"""The lean keep-alive client that posts writes to plain-HTTP backends.
+
+Each test runs a scripted server that answers with the exact bytes given, and
+checks what the backend's post() returns: the answers an InfluxDB (or a proxy
+in front of one) may give, kept-alive connections it closed, broken answers.
+"""
+
+import gevent
+import pytest
+from gevent.server import StreamServer
+
+from influx_relay.backend import HTTPBackend
+from influx_relay.config import Endpoints, HTTPOutput
+from influx_relay.errors import BackendError
+
+
+class Scripted(object):
+    """Answers request i with answers[i] (bytes; None: close without answering)."""
+
+    def __init__(self, answers, close_after=False):
+        self.answers = list(answers)
+        self.close_after = close_after
+        self.requests = []
+        self.connections = 0
+        self.server = StreamServer(("127.0.0.1", 0), self.handle)
+        self.server.start()
+
+    def handle(self, conn, address):
+        self.connections += 1
+        data = b""
+        while True:
+            while b"\r\n\r\n" not in data:
+                more = conn.recv(65536)
+                if not more:
+                    return conn.close()
+                data += more
+            head, _, data = data.partition(b"\r\n\r\n")
+            length = int([h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length:")][0]
+                         .split(b":")[1])
+            while len(data) < length:
+                data += conn.recv(65536)
+            self.requests.append((head, data[:length]))
+            data = data[length:]
+            answer = self.answers.pop(0) if self.answers else b"HTTP/1.1 204 No Content\r\n\r\n"
+            if answer is None:
+                return conn.close()
+            conn.sendall(answer)
+            if self.close_after:
+                return conn.close()
+
+    def backend(self, **kwargs):
+        port = self.server.address[1]
+        cfg = HTTPOutput(name="b", location="http://127.0.0.1:%d" % port, scheme="http",
+                         host="127.0.0.1", port=port, endpoints=Endpoints(), **kwargs)
+        return HTTPBackend(cfg)
+
+    def stop(self):
+        self.server.stop(timeout=0)
+
+
+@pytest.fixture
+def scripted():
+    made = []
+
+    def make(*answers, **kwargs):
+        s = Scripted(answers, **kwargs)
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        s.stop()
+
+
+def post(backend, body=b"cpu v=1 1", query="db=x", headers=None):
+    return backend.post("/write", query, body, headers or {})
+
+
+def test_answers_are_read_whole_and_the_connection_is_kept(scripted):
+    s = scripted(
+        b"HTTP/1.1 204 No Content\r\nX-Influxdb-Version: 1.8\r\n\r\n",
+        b'HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: 17\r\n\r\n'
+        b'{"error":"bad"}\n\n',
+        b"HTTP/1.1 500 Oops\r\nTransfer-Encoding: chunked\r\nContent-Type: text/plain\r\n\r\n"
+        b"5\r\nhello\r\n6;x=y\r\n world\r\n0\r\nTrailer: 1\r\n\r\n",
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n",
+    )
+    b = s.backend()
+    assert post(b) == (204, b"", "")
+    assert post(b) == (400, b'{"error":"bad"}\n\n', "application/json")
+    assert post(b) == (500, b"hello world", "text/plain")
+    assert post(b).status == 204
+    assert s.connections == 1
+    head, body = s.requests[0]
+    assert head.startswith(b"POST /write?db=x HTTP/1.1\r\n")
+    assert body == b"cpu v=1 1"
+
+
+def test_an_answer_ended_by_closing_the_connection(scripted):
+    s = scripted(b"HTTP/1.0 503 Busy\r\nContent-Type: text/plain\r\n\r\nlater", close_after=True)
+    b = s.backend()
+    assert post(b) == (503, b"later", "text/plain")
+    assert post(b).status == 204  # on a new connection
+    assert s.connections == 2
+
+
+def test_a_kept_alive_connection_the_server_closed_is_replaced(scripted):
+    s = scripted(b"HTTP/1.1 204 No Content\r\n\r\n", close_after=True)
+    b = s.backend()
+    assert post(b).status == 204
+    gevent.sleep(0.05)
+    assert post(b).status == 204
+    assert s.connections == 2
+    assert len(s.requests) == 2
+
+
+def test_large_bodies_and_credentials(scripted):
+    s = scripted()
+    b = s.backend(username="relay", password="pw")
+    body = b"cpu v=1 1\n" * 50000
+    assert post(b, body, query="db=x&u=client&p=secret", headers={"Authorization": "Basic x"}).status == 204
+    head, got = s.requests[0]
+    assert got == body
+    assert b"u=client" not in head and b"secret" not in head
+    assert b"Authorization: Basic cmVsYXk6cHc=" in head
+    assert b"Basic x" not in head
+
+
+def test_unsafe_characters_in_the_query_are_escaped(scripted):
+    s = scripted()
+    post(s.backend(), query="db=a b\xe9")
+    assert s.requests[0][0].startswith(b"POST /write?db=a%20b%E9 HTTP/1.1\r\n")
+
+
+def test_broken_answers_are_backend_errors(scripted):
+    s = scripted(b"SSH-2.0-OpenSSH\r\n\r\n", None,
+                 b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", close_after=True)
+    b = s.backend()
+    for _ in range(3):
+        with pytest.raises(BackendError):
+            post(b)
+
+
+def test_refused_and_hanging(scripted):
+    s = scripted()
+    b = s.backend()
+    s.stop()
+    with pytest.raises(BackendError, match="connection failed"):
+        post(b)
+    hang = Scripted([])
+    hang.handle = lambda conn, address: gevent.sleep(10)
+    hang.server = StreamServer(("127.0.0.1", 0), hang.handle)
+    hang.server.start()
+    try:
+        with pytest.raises(BackendError, match="no answer within 0.2s"):
+            post(hang.backend(timeout=0.2))
+    finally:
+        hang.stop()
