@@ -218,7 +218,8 @@ class WriteApp(object):
             return _not_allowed(start_response, "POST", method)
         self.check_rate()
         query = environ.get("QUERY_STRING", "")
-        params = parse_qs(query)
+        # As InfluxDB reads them: the first value of each, blank or not.
+        params = parse_qs(query, keep_blank_values=True)
         if not params.get("db", [""])[0]:
             raise RequestError(400, "missing parameter: db")
         precision = params.get("precision", ["n"])[0] or "n"
@@ -232,7 +233,7 @@ class WriteApp(object):
                 raise RequestError(400, 'precision "%s" cannot be written to the InfluxDB 2.x '
                                         "outputs of this relay (use n, u, ms or s)" % precision)
             translate = apiv2.FromV1(params, precision, self.cfg.default_retention_policy)
-        if self.cfg.default_retention_policy and not params.get("rp"):
+        if self.cfg.default_retention_policy and not params.get("rp", [""])[0]:
             query += "&rp=" + quote(self.cfg.default_retention_policy, safe="")
 
         response = self.forward(environ, query, precision, received_ns, translate,
@@ -294,7 +295,7 @@ class WriteApp(object):
             return _respond(start_response, response, [("Allow", "POST")])
         self.check_rate()
         query = environ.get("QUERY_STRING", "")
-        params = parse_qs(query)
+        params = parse_qs(query, keep_blank_values=True)
         bucket = params.get("bucket", [""])[0]
         if not bucket:
             raise RequestError(400, "missing parameter: bucket")
