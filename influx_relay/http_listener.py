@@ -18,6 +18,7 @@ import time
 import zlib
 from datetime import datetime, timezone
 from http import HTTPStatus
+from http.client import HTTPException
 from urllib.parse import parse_qs, parse_qsl, quote, urlencode
 
 import gevent
@@ -34,7 +35,8 @@ from .ratelimit import TokenBucket
 
 log = logging.getLogger(__name__)
 
-#: Connections one listener serves at once; more wait in the kernel's backlog.
+#: Connections one listener serves at once; more wait in the kernel's backlog,
+#: and each that is accepted then lets go of an idle one (see _ConnectionPool).
 MAX_CONNECTIONS = 1000
 
 VERSION = "relay-%s" % __version__
@@ -366,8 +368,12 @@ class WriteApp(object):
                 _forget_body(environ)
                 raise RequestError(413, "request body too large (limit %d bytes)" % limit)
         stream = environ["wsgi.input"]
+        # The whole request, headers and body, must arrive within read-timeout.
+        deadline = environ.get("influx_relay.read_deadline")
+        left = max(0.001, deadline - time.monotonic()) if deadline else None
         try:
-            body = stream.read(limit + 1) if not length else stream.read(length)
+            with gevent.Timeout(left, socket.timeout):
+                body = stream.read(limit + 1) if not length else stream.read(length)
         except socket.timeout:
             _forget_body(environ)
             raise RequestError(408, "timed out reading the request body")
@@ -454,17 +460,107 @@ def _respond(start_response, response, extra=()):
     return [response.body] if response.body else []
 
 
+class _TooSlow(BaseException):
+    """A request's line and headers took longer than read-timeout to arrive.
+
+    A BaseException, so that it passes pywsgi's handlers of client errors."""
+
+
+_REQUEST_TIMEOUT = (b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n"
+                    b"Content-Length: 0\r\n\r\n")
+
+
+class _ConnectionPool(Pool):
+    """The greenlets serving a listener's connections, at most ``size``.
+
+    When all are taken and another client connects, the connection that has
+    waited longest for a request to begin or for its headers to arrive (an idle
+    keep-alive connection, or a client that sent nothing or only part of its
+    headers) is let go to make room: a flood of idle or slow connections cannot
+    lock healthy clients out. Requests being answered are never let go.
+    """
+
+    def __init__(self, size):
+        super().__init__(size)
+        self.waiting = {}  # handler -> its socket, longest waiting first
+
+    def full(self):
+        if not super().full():
+            return False
+        if self.waiting:
+            handler = next(iter(self.waiting))
+            sock = self.waiting.pop(handler)
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # its greenlet sees the end and exits
+            except OSError:
+                pass
+        return True
+
+
 class _Handler(WSGIHandler):
-    """pywsgi's handler with a read timeout (a stalled client is let go), and
-    a count of requests being answered, so that stopping waits for those and
-    not for idle keep-alive connections."""
+    """pywsgi's handler with a read timeout, and a count of requests being
+    answered, so that stopping waits for those and not for idle keep-alive
+    connections.
+
+    A connection may stay idle for read-timeout between requests; once a
+    request begins, its line, headers and body must all arrive within
+    read-timeout (a client trickling bytes is let go: 408, or closed).
+    Malformed requests are logged on one line at info level, like bad writes.
+    """
+
+    request_deadline = None
 
     def handle(self):
+        waiting = self.server.pool.waiting
         self.socket.settimeout(self.server.read_timeout)
         try:
             super().handle()
-        except socket.timeout:
+        except OSError:  # timed out, reset, or let go to make room
             pass
+        finally:
+            waiting.pop(self, None)
+
+    def handle_one_request(self):
+        try:
+            return super().handle_one_request()
+        except _TooSlow:
+            self.close_connection = True
+            log.info("let go of a client too slow to send its request headers: %s",
+                     self.client_address[0] if isinstance(self.client_address, tuple) else "-")
+            return ("408", _REQUEST_TIMEOUT)
+
+    def read_requestline(self):
+        waiting = self.server.pool.waiting
+        waiting.pop(self, None)
+        waiting[self] = self.socket  # may be let go when the listener is full
+        self.rfile.peek(1)  # idle until a request begins: at most read-timeout
+        timeout = self.server.read_timeout
+        self.request_deadline = time.monotonic() + timeout
+        with gevent.Timeout(timeout, _TooSlow):
+            return super().read_requestline()
+
+    def read_request(self, requestline):
+        try:
+            with gevent.Timeout(max(0.001, self.request_deadline - time.monotonic()), _TooSlow):
+                return super().read_request(requestline)
+        except HTTPException as e:
+            # http.client's own limits (more than 100 headers): a client error,
+            # which pywsgi would otherwise log with a traceback.
+            raise ValueError(str(e))
+        finally:
+            self.server.pool.waiting.pop(self, None)
+
+    def get_environ(self):
+        environ = super().get_environ()
+        environ["influx_relay.read_deadline"] = self.request_deadline
+        return environ
+
+    def log_error(self, msg, *args):
+        try:
+            text = msg % args if args else msg
+        except (TypeError, ValueError):
+            text = "%r %r" % (msg, args)
+        log.info("refused a malformed request: %s", text[:300])
 
     def handle_one_response(self):
         server = self.server
@@ -504,7 +600,7 @@ class HTTPListener(object):
         self.server = WSGIServer(
             sock if sock is not None else (cfg.host, cfg.port),
             self.app,
-            spawn=Pool(MAX_CONNECTIONS),
+            spawn=_ConnectionPool(MAX_CONNECTIONS),
             handler_class=_Handler,
             log=None,
             error_log=logging.getLogger(__name__ + ".server"),
