@@ -597,6 +597,9 @@ class HTTPListener(object):
             ctx.minimum_version = ssl.TLSVersion.TLSv1_2
             ctx.load_cert_chain(cfg.ssl_combined_pem)
             kwargs["ssl_context"] = ctx
+            # The handshake then happens in the handler, within read-timeout,
+            # and a failed one (plain HTTP, TLS 1.1) just closes the connection.
+            kwargs["do_handshake_on_connect"] = False
         self.server = WSGIServer(
             sock if sock is not None else (cfg.host, cfg.port),
             self.app,
