@@ -11,6 +11,7 @@ import gevent
 import pytest
 
 from .conftest import error_of, eventually, http_config
+from .test_api import pki  # noqa: F401 (a fixture: a private CA and a 127.0.0.1 certificate)
 
 
 def redirecting(backends, code, target):
@@ -154,3 +155,29 @@ def test_a_bad_line_with_invalid_utf8_is_named_readably(relay, backends):
     message = error_of(resp)  # valid JSON, whatever the bytes were
     assert "line 2" in message
     assert a.requests == []
+
+
+# ---------------------------------------------------------------------------
+# https backends: a certificate from a trusted CA, but for another name
+
+
+def test_a_trusted_certificate_for_another_host_name_is_refused(relay, backends, pki):
+    """ca-file trusts the CA, not any name: the certificate is for 127.0.0.1,
+    the output says localhost."""
+    from .fakes import FakeBackend
+
+    tls = FakeBackend(tls=pki[1])
+    tls.start()
+    try:
+        plain = backends()
+        wrong_name = '{ name = "b1", location = "https://localhost:%d/", timeout = "2s", ca-file = "%s" }' % (
+            tls.port, pki[0])
+        r = relay(http_config(plain, wrong_name))
+        assert r.write(b"cpu v=1 1").status == 204  # plain took it
+        gevent.sleep(0.3)
+        assert tls.requests == []
+        status = r.get("/health").json()
+        assert "b1" in status["problem"]
+        assert "Hostname mismatch" in status["problem"]["b1"]
+    finally:
+        tls.stop()
