@@ -225,14 +225,14 @@ def test_a_valid_chunked_body_is_written(target):
 
 def test_a_chunked_body_over_the_limit_is_413_and_not_read_further(target):
     piece = (b"cpu v=1 1\n" * 6554)  # 64 KB
-    total = 40 * MB
+    total = 64 * MB
     response, sent = push(target.port, write_head(b"Transfer-Encoding: chunked\r\n\r\n"),
                           chunked([piece] * (total // len(piece))))
     assert status_of(response) == 413, response[:200]
     assert b"too large" in response
-    # The relay read up to the limit, answered, and closed: the client could not
-    # send its whole body.
-    assert sent < LIMIT + 8 * MB
+    # The relay read up to the limit, answered, and closed: past it, only what
+    # the sockets' buffers held got out of the client.
+    assert sent < LIMIT + 16 * MB
     target.healthy("chunked-413")
 
 
