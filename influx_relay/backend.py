@@ -30,8 +30,12 @@ def error_response(status, message):
 
 def retryable(status):
     """Whether a backend's answer means "try again later" (5xx, or 429 Too Many
-    Requests, InfluxDB 2.x's rate limit), not "this data is wrong" (other 4xx)."""
-    return status >= 500 or status == 429
+    Requests, InfluxDB 2.x's rate limit), not "this data is wrong" (other 4xx).
+
+    A redirect (3xx) is a failure too: the relay never follows one (it would
+    carry the client's credentials elsewhere), and it is no answer about the
+    data; the output's location is wrong, so the write waits for a fix."""
+    return status >= 500 or status == 429 or 300 <= status < 400
 
 
 class HTTPBackend(object):

@@ -94,7 +94,7 @@ class HTTPListener:
     ssl_combined_pem: Optional[str] = None
     default_retention_policy: Optional[str] = None
     max_body_size: int = DEFAULT_MAX_BODY_SIZE   # bytes, compressed and decoded
-    read_timeout: float = 30.0                   # seconds a client may stall
+    read_timeout: float = 30.0                   # seconds idle, and for a whole request
     default_ping_response: int = 204             # status of GET /ping
     health_timeout_ms: int = 10000               # GET /health waits this long for backends
     rate_limit: float = 0.0                      # write requests/s; 0: unlimited

@@ -8,6 +8,9 @@ The rules, from influxdb-relay:
 * only when every backend failed (5xx or no answer) does the client get a
   5xx, so that the client retries.
 
+A redirect (3xx) counts as a failure too: it is never followed, and never
+passed to the client (whose credentials would follow it).
+
 A 429 (Too Many Requests: InfluxDB 2.x's and Cloud's rate limits and quotas)
 counts as a failure, not a rejection: the data is fine, the backend says
 "later". So it is retried from a buffer like a 5xx, never dropped.
@@ -231,7 +234,8 @@ def _all_failed(failures):
         failure.report()
     for failure in failures:
         response = failure.response
-        if response is not None and "json" in response.content_type and response.body.strip():
+        if (response is not None and not 300 <= response.status < 400
+                and "json" in response.content_type and response.body.strip()):
             return response
     if len(failures) == 1 and failures[0].error is not None:
         return error_response(503, "unable to write points: %s" % failures[0].error)

@@ -19,6 +19,7 @@ import zlib
 from collections import deque
 from datetime import datetime, timezone
 from http import HTTPStatus
+from http.client import HTTPException
 from urllib.parse import parse_qs, parse_qsl, quote, urlencode
 
 import gevent
@@ -36,7 +37,8 @@ from .ratelimit import TokenBucket
 
 log = logging.getLogger(__name__)
 
-#: Connections one listener serves at once; more wait in the kernel's backlog.
+#: Connections one listener serves at once; more wait in the kernel's backlog,
+#: and each that is accepted then lets go of an idle one (see _ConnectionPool).
 MAX_CONNECTIONS = 1000
 
 #: Bytes of write bodies (as sent: their Content-Length) one listener takes in at
@@ -238,7 +240,8 @@ class WriteApp(object):
             return _not_allowed(start_response, "POST", method)
         self.check_rate()
         query = environ.get("QUERY_STRING", "")
-        params = parse_qs(query)
+        # As InfluxDB reads them: the first value of each, blank or not.
+        params = parse_qs(query, keep_blank_values=True)
         if not params.get("db", [""])[0]:
             raise RequestError(400, "missing parameter: db")
         precision = params.get("precision", ["n"])[0] or "n"
@@ -252,7 +255,7 @@ class WriteApp(object):
                 raise RequestError(400, 'precision "%s" cannot be written to the InfluxDB 2.x '
                                         "outputs of this relay (use n, u, ms or s)" % precision)
             translate = apiv2.FromV1(params, precision, self.cfg.default_retention_policy)
-        if self.cfg.default_retention_policy and not params.get("rp"):
+        if self.cfg.default_retention_policy and not params.get("rp", [""])[0]:
             query += "&rp=" + quote(self.cfg.default_retention_policy, safe="")
 
         response = self.forward(environ, query, precision, received_ns, translate,
@@ -314,7 +317,7 @@ class WriteApp(object):
             return _respond(start_response, response, [("Allow", "POST")])
         self.check_rate()
         query = environ.get("QUERY_STRING", "")
-        params = parse_qs(query)
+        params = parse_qs(query, keep_blank_values=True)
         bucket = params.get("bucket", [""])[0]
         if not bucket:
             raise RequestError(400, "missing parameter: bucket")
@@ -385,8 +388,12 @@ class WriteApp(object):
                 _forget_body(environ)
                 raise RequestError(413, "request body too large (limit %d bytes)" % limit)
         stream = environ["wsgi.input"]
+        # The whole request, headers and body, must arrive within read-timeout.
+        deadline = environ.get("influx_relay.read_deadline")
+        left = max(0.001, deadline - time.monotonic()) if deadline else None
         try:
-            body = stream.read(limit + 1) if not length else stream.read(length)
+            with gevent.Timeout(left, socket.timeout):
+                body = stream.read(limit + 1) if not length else stream.read(length)
         except socket.timeout:
             _forget_body(environ)
             raise RequestError(408, "timed out reading the request body")
@@ -520,17 +527,107 @@ def _respond(start_response, response, extra=()):
     return [response.body] if response.body else []
 
 
+class _TooSlow(BaseException):
+    """A request's line and headers took longer than read-timeout to arrive.
+
+    A BaseException, so that it passes pywsgi's handlers of client errors."""
+
+
+_REQUEST_TIMEOUT = (b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n"
+                    b"Content-Length: 0\r\n\r\n")
+
+
+class _ConnectionPool(Pool):
+    """The greenlets serving a listener's connections, at most ``size``.
+
+    When all are taken and another client connects, the connection that has
+    waited longest for a request to begin or for its headers to arrive (an idle
+    keep-alive connection, or a client that sent nothing or only part of its
+    headers) is let go to make room: a flood of idle or slow connections cannot
+    lock healthy clients out. Requests being answered are never let go.
+    """
+
+    def __init__(self, size):
+        super().__init__(size)
+        self.waiting = {}  # handler -> its socket, longest waiting first
+
+    def full(self):
+        if not super().full():
+            return False
+        if self.waiting:
+            handler = next(iter(self.waiting))
+            sock = self.waiting.pop(handler)
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # its greenlet sees the end and exits
+            except OSError:
+                pass
+        return True
+
+
 class _Handler(WSGIHandler):
-    """pywsgi's handler with a read timeout (a stalled client is let go), and
-    a count of requests being answered, so that stopping waits for those and
-    not for idle keep-alive connections."""
+    """pywsgi's handler with a read timeout, and a count of requests being
+    answered, so that stopping waits for those and not for idle keep-alive
+    connections.
+
+    A connection may stay idle for read-timeout between requests; once a
+    request begins, its line, headers and body must all arrive within
+    read-timeout (a client trickling bytes is let go: 408, or closed).
+    Malformed requests are logged on one line at info level, like bad writes.
+    """
+
+    request_deadline = None
 
     def handle(self):
+        waiting = self.server.pool.waiting
         self.socket.settimeout(self.server.read_timeout)
         try:
             super().handle()
-        except socket.timeout:
+        except OSError:  # timed out, reset, or let go to make room
             pass
+        finally:
+            waiting.pop(self, None)
+
+    def handle_one_request(self):
+        try:
+            return super().handle_one_request()
+        except _TooSlow:
+            self.close_connection = True
+            log.info("let go of a client too slow to send its request headers: %s",
+                     self.client_address[0] if isinstance(self.client_address, tuple) else "-")
+            return ("408", _REQUEST_TIMEOUT)
+
+    def read_requestline(self):
+        waiting = self.server.pool.waiting
+        waiting.pop(self, None)
+        waiting[self] = self.socket  # may be let go when the listener is full
+        self.rfile.peek(1)  # idle until a request begins: at most read-timeout
+        timeout = self.server.read_timeout
+        self.request_deadline = time.monotonic() + timeout
+        with gevent.Timeout(timeout, _TooSlow):
+            return super().read_requestline()
+
+    def read_request(self, requestline):
+        try:
+            with gevent.Timeout(max(0.001, self.request_deadline - time.monotonic()), _TooSlow):
+                return super().read_request(requestline)
+        except HTTPException as e:
+            # http.client's own limits (more than 100 headers): a client error,
+            # which pywsgi would otherwise log with a traceback.
+            raise ValueError(str(e))
+        finally:
+            self.server.pool.waiting.pop(self, None)
+
+    def get_environ(self):
+        environ = super().get_environ()
+        environ["influx_relay.read_deadline"] = self.request_deadline
+        return environ
+
+    def log_error(self, msg, *args):
+        try:
+            text = msg % args if args else msg
+        except (TypeError, ValueError):
+            text = "%r %r" % (msg, args)
+        log.info("refused a malformed request: %s", text[:300])
 
     def handle_one_response(self):
         server = self.server
@@ -567,10 +664,13 @@ class HTTPListener(object):
             ctx.minimum_version = ssl.TLSVersion.TLSv1_2
             ctx.load_cert_chain(cfg.ssl_combined_pem)
             kwargs["ssl_context"] = ctx
+            # The handshake then happens in the handler, within read-timeout,
+            # and a failed one (plain HTTP, TLS 1.1) just closes the connection.
+            kwargs["do_handshake_on_connect"] = False
         self.server = WSGIServer(
             sock if sock is not None else (cfg.host, cfg.port),
             self.app,
-            spawn=Pool(MAX_CONNECTIONS),
+            spawn=_ConnectionPool(MAX_CONNECTIONS),
             handler_class=_Handler,
             log=None,
             error_log=logging.getLogger(__name__ + ".server"),

@@ -30,8 +30,10 @@ PRECISION_NS = {
 # where quotes are ordinary characters), one or more spaces, a field set
 # (key=value pairs; a value may be a quoted string holding anything, newlines
 # included), and an optional integer timestamp.
-_KEY = rb"(?:[^ \\\n]|\\.)+"
-_FIELD = rb'(?:[^ \\\n=,]|\\.)+=(?:"(?:[^"\\]|\\.)*"|(?:[^ \\\n,"]|\\.)+)'
+_KEY = rb"(?:[^ \\\n,]|\\.)(?:[^ \\\n]|\\.)*"  # a measurement first: not ","
+# An unquoted value stops before the "\r" of a "\r\n" line end.
+_FIELD = (rb'(?:[^ \\\n=,]|\\.)+='
+          rb'(?:"(?:[^"\\]|\\.)*"|(?:[^ \\\n,"\r]|\\.|\r(?!\n|\Z))+)')
 _LINE = re.compile(
     rb"[ \t]*(?P<key>" + _KEY + rb") +(?P<fields>" + _FIELD + rb"(?:," + _FIELD + rb")*)"
     rb"(?: +(?P<ts>-?[0-9]+))? *(?P<cr>\r?)(?=\n|\Z)",

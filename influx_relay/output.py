@@ -178,7 +178,7 @@ class Output(object):
             response = self.backend.post(endpoint, query, body, dict(headers))
         except BackendError as e:
             return self._failed(e.reason, len(batch))
-        self.answered(response.status < 500)
+        self.answered(response.status < 300 or 400 <= response.status < 500)
         if response.status < 300:
             buffer.remove(batch)
             self.metrics.retries["ok"] += 1

@@ -3,7 +3,8 @@
 A :class:`FakeBackend` speaks just enough HTTP/1.1 (keep-alive, Content-Length
 and chunked bodies; over TLS with ``tls``) and answers each request by its current ``mode``:
 
-* ``("status", code, body)``: that status (``body`` bytes, JSON type);
+* ``("status", code, body)``: that status (``body`` bytes, JSON type), or
+  ``("status", code, body, headers)`` with more headers (a dict);
 * ``"hang"``: read the request, then never answer;
 * ``"reset"``: read the request, then close the connection with RST;
 * ``"garbage"``: answer bytes that are not HTTP, then close;
@@ -84,10 +85,12 @@ class FakeBackend(object):
                 if mode[0] == "slow":
                     gevent.sleep(mode[1])
                     mode = ("status", mode[2], b"")
-                _, code, body = mode
+                code, body = mode[1], mode[2]
                 head = "HTTP/1.1 %d X\r\nContent-Length: %d\r\n" % (code, len(body))
                 if body:
                     head += "Content-Type: application/json\r\n"
+                for name, value in (mode[3] if len(mode) > 3 else {}).items():
+                    head += "%s: %s\r\n" % (name, value)
                 conn.sendall(head.encode() + b"\r\n" + body)
         except OSError:
             return

@@ -71,6 +71,13 @@ def test_blank_lines_comments_and_crlf():
     assert points == 2
 
 
+def test_crlf_before_a_stamp_is_dropped_when_the_body_has_quotes():
+    # Found by the property tests: with a quote anywhere in the body, the "\r"
+    # of a CRLF line end was kept in an unquoted value, before the stamp.
+    body = b'cpu v=1.5\r\nlog msg="x"\r\nmem n=2i\r\n'
+    assert lines_of(body) == [b"cpu v=1.5 " + TS, b'log msg="x" ' + TS, b"mem n=2i " + TS]
+
+
 def test_an_empty_body_has_no_points():
     assert prepare(b"", TS) == (b"", 0)
     assert prepare(b"\n\n# nothing\n", TS)[1] == 0
@@ -120,6 +127,7 @@ def test_quotes_in_tag_values_are_ordinary_characters():
         (b"cpu v=1\ncpu,host=a", 2, "missing fields"),
         (b"cpu v=1 1\n\ncpu 123", 3, "missing fields"),
         (b",host=a v=1", 1, "missing measurement"),
+        (b'cpu v=1 1\n,host=a s="x"', 2, "missing measurement"),
         (b"cpu v=1 12x", 1, "bad timestamp"),
         (b"cpu v=1 2 3", 1, "invalid field format"),
         (b"cpu v", 1, "missing fields"),
