@@ -10,7 +10,8 @@ point's last acknowledged value (:func:`.workload.check_delivery`).
 
 The schedules are short here (``FLAP_SECONDS``, 12 s by default) to keep CI
 fast; ``INFLUX_RELAY_FLAP_SECONDS=300`` runs them for five minutes. The seeds
-are fixed, so a failure replays the same schedule (timing aside).
+are fixed, so a failure replays the same schedule (timing aside);
+``INFLUX_RELAY_FAULT_SEED=N`` shifts them, to explore other schedules.
 """
 
 import os
@@ -21,6 +22,7 @@ from .helpers import wait_until
 from .workload import Writer, check_delivery, drained
 
 FLAP_SECONDS = float(os.environ.get("INFLUX_RELAY_FLAP_SECONDS", "12"))
+SEED = int(os.environ.get("INFLUX_RELAY_FAULT_SEED", "0"))  # added to each test's own
 
 
 def relay_config(port, servers, buffer_dir=None):
@@ -73,7 +75,7 @@ def test_one_backend_flapping_with_memory_buffers(influxd_pair, db, relay_factor
     relay = relay_factory(relay_config(relay_port, (a, b)), relay_port)
     writer = Writer(relay.url, db, threads=2, points=5, interval=0).start()
     writer.wait_requests(20)
-    events = run_schedule(random.Random(8), lambda: b, FLAP_SECONDS)
+    events = run_schedule(random.Random(8 + SEED), lambda: b, FLAP_SECONDS)
     print("schedule:", ", ".join(events))
     finish(writer, relay, (a, b), db)
     # a never went down: every single write was acknowledged.
@@ -89,7 +91,7 @@ def test_each_backend_in_turn_with_disk_buffers(influxd_pair, db, relay_factory,
     writer = Writer(relay.url, db, threads=2, points=5, interval=0).start()
     writer.wait_requests(20)
     turn = iter([a, b] * 1000)
-    events = run_schedule(random.Random(9), lambda: next(turn), FLAP_SECONDS)
+    events = run_schedule(random.Random(9 + SEED), lambda: next(turn), FLAP_SECONDS)
     print("schedule:", ", ".join(events))
     finish(writer, relay, (a, b), db)
     # Never both down at once, so a write fails only when the server left up still has a
