@@ -19,7 +19,8 @@ import random
 import time
 
 from .helpers import wait_until
-from .workload import Writer, check_delivery, drained
+from .workload import (Writer, assert_hub_never_blocked, check_delivery, drained,
+                       hub_watch)  # noqa: F401 (hub_watch: a fixture)
 
 FLAP_SECONDS = float(os.environ.get("INFLUX_RELAY_FLAP_SECONDS", "12"))
 SEED = int(os.environ.get("INFLUX_RELAY_FAULT_SEED", "0"))  # added to each test's own
@@ -65,12 +66,14 @@ def finish(writer, relay, servers, db):
     print(writer.summary())
     wait_until(lambda: drained(relay.url), 30, what="every backlog delivered")
     figures = check_delivery(writer, servers, db)
-    assert all(writer.last_ok.values()), "a write failed with every server up: %s" % writer.summary()
+    assert_hub_never_blocked(relay)
+    assert all(writer.last_ok.values()), "failed with every server up: " + writer.summary()
     print(figures)
     return figures
 
 
-def test_one_backend_flapping_with_memory_buffers(influxd_pair, db, relay_factory, relay_port):
+def test_one_backend_flapping_with_memory_buffers(hub_watch, influxd_pair, db, relay_factory,
+                                                  relay_port):
     a, b = influxd_pair
     relay = relay_factory(relay_config(relay_port, (a, b)), relay_port)
     writer = Writer(relay.url, db, threads=2, points=5, interval=0).start()
@@ -83,8 +86,8 @@ def test_one_backend_flapping_with_memory_buffers(influxd_pair, db, relay_factor
     assert len(events) >= 3
 
 
-def test_each_backend_in_turn_with_disk_buffers(influxd_pair, db, relay_factory, relay_port,
-                                                tmp_path):
+def test_each_backend_in_turn_with_disk_buffers(hub_watch, influxd_pair, db, relay_factory,
+                                                relay_port, tmp_path):
     a, b = influxd_pair
     relay = relay_factory(relay_config(relay_port, (a, b), buffer_dir=tmp_path / "buffers"),
                           relay_port)

@@ -14,7 +14,8 @@ import random
 import time
 
 from .helpers import wait_until
-from .workload import Writer, check_delivery, drained, status
+from .workload import (Writer, assert_hub_never_blocked, check_delivery, drained, hub_watch,
+                       status)  # noqa: F401 (hub_watch: a fixture)
 
 KILLS = int(os.environ.get("INFLUX_RELAY_KILLS", "4"))
 SEED = int(os.environ.get("INFLUX_RELAY_FAULT_SEED", "0"))  # shifts the schedule, to explore
@@ -30,12 +31,13 @@ def relay_config(port, servers, buffer_dir):
 
 
 def test_sigkill_at_random_moments_loses_no_acknowledged_write(
-    influxd_pair, db, relay_factory, relay_port, tmp_path
+    hub_watch, influxd_pair, db, relay_factory, relay_port, tmp_path
 ):
     a, b = influxd_pair
     rng = random.Random(15 + SEED)
     config = relay_config(relay_port, (a, b), tmp_path / "buffers")
-    relay = relay_factory(config, relay_port, name="relay-0")
+    relays = [relay_factory(config, relay_port, name="relay-0")]
+    relay = relays[0]
     writer = Writer(relay.url, db, threads=2, points=5, interval=0).start()
     writer.wait_requests(20)
     b.stop()
@@ -48,6 +50,7 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_write(
         kills.append("killed with %d write(s) buffered for b" % backlog)
         time.sleep(rng.uniform(0, 0.5))
         relay = relay_factory(config, relay_port, name="relay-%d" % i)
+        relays.append(relay)
         # What the killed relay had buffered is replayed by this one.
         assert status(relay.url)["b"]["buffered_writes"] >= backlog
         writer.wait_requests(20)
@@ -59,6 +62,7 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_write(
     wait_until(lambda: drained(relay.url), 30, what="b's backlog delivered")
     figures = check_delivery(writer, (a, b), db)
     print(figures)
+    assert_hub_never_blocked(*relays)
     # Writes fail only while no relay is running (refused, or cut by the kill).
     assert set(writer.statuses) <= {204, "error"}, writer.summary()
     assert writer.statuses[204] > 100

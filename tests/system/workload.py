@@ -33,6 +33,7 @@ import time
 import urllib.parse
 from collections import Counter
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from .helpers import request
@@ -151,7 +152,8 @@ def check_delivery(writer, servers, db):
         assert not missing, "%s lacks %d acknowledged point(s), e.g. %s" % (
             server.url, len(missing), sorted(missing)[:10])
         never_sent = set(points) - sent
-        assert not never_sent, "%s holds points never sent: %s" % (server.url, sorted(never_sent)[:10])
+        assert not never_sent, "%s holds points never sent: %s" % (
+            server.url, sorted(never_sent)[:10])
         count, total = count_and_sum(server, db)
         assert (count, total) == (len(points), sum(points)), (server.url, count, total)
         # The overwritten point: the value of the last request, when it was acknowledged.
@@ -172,6 +174,25 @@ def check_delivery(writer, servers, db):
 
 
 # -- the relay process, from outside -------------------------------------------------
+
+
+@pytest.fixture
+def hub_watch(monkeypatch):
+    """Relays started in the test run gevent's monitor thread: a greenlet that keeps the
+    hub for a second or more (a busy loop, a blocking call) is reported on stderr, with
+    its stack. :func:`assert_hub_never_blocked` checks that none was."""
+    monkeypatch.setenv("GEVENT_MONITOR_THREAD_ENABLE", "true")
+    monkeypatch.setenv("GEVENT_MAX_BLOCKING_TIME", "1")
+    monkeypatch.setenv("PYTHONWARNINGS", "ignore:Unable to monitor memory usage")
+
+
+def assert_hub_never_blocked(*relays):
+    for relay in relays:
+        text = relay.stderr()
+        at = text.find("Blocked Stack")
+        assert at < 0, "%s: the gevent hub was blocked:\n%s" % (
+            relay.config_path.name, text[max(0, at - 400):at + 2500])
+
 
 
 def open_fds(pid):
