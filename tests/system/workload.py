@@ -26,7 +26,9 @@ backlog never lands after newer writes). ``SELECT count(v), sum(v)`` agree
 with the rows.
 """
 
+import http.client
 import itertools
+import json
 import os
 import threading
 import time
@@ -119,16 +121,38 @@ class Writer(object):
                    self.max_latency))
 
 
+def select(server, db, q, chunk_size=50000):
+    """Rows of a query as dicts, streamed in chunks (a soak's million points fit)."""
+    params = urllib.parse.urlencode({"q": q, "db": db, "epoch": "ns", "chunked": "true",
+                                     "chunk_size": chunk_size})
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
+    try:
+        conn.request("GET", "/query?" + params)
+        resp = conn.getresponse()
+        assert resp.status == 200, (server.url, q, resp.status, resp.read()[:300])
+        for line in resp:
+            if not line.strip():
+                continue
+            result = json.loads(line)["results"][0]
+            assert "error" not in result, (server.url, q, result)
+            for series in result.get("series", []):
+                columns = series["columns"]
+                for values in series["values"]:
+                    yield dict(zip(columns, values))
+    finally:
+        conn.close()
+
+
 def stored(server, db):
     """(points {id: (time, series)}, overwritten {thread: value}) a server holds."""
     points = {}
-    for row in server.rows(db, "m"):
+    for row in select(server, db, "SELECT * FROM m"):
         v = row["v"]
         assert v not in points, "%s holds point %d twice: %s and %s" % (
             server.url, v, points[v], (row["time"], row["w"], row["k"]))
         points[v] = (row["time"], row["w"], row["k"])
     last = {}
-    for row in server.rows(db, "last"):
+    for row in select(server, db, "SELECT * FROM last"):
         assert row["time"] == OVERWRITTEN_TIME, row
         last[int(row["w"])] = row["v"]
     return points, last
