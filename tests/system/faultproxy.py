@@ -54,10 +54,7 @@ class FaultProxy(object):
 
     def stop(self):
         self._stop.set()
-        try:
-            self.sock.close()
-        except OSError:
-            pass
+        _close(self.sock)  # shutdown() wakes the accept() that close() alone would not
         with self._lock:
             conns = list(self._conns)
         for conn in conns:
