@@ -14,8 +14,11 @@ skips what it cannot read, and ``/metrics`` answers 500 rather than raising.
 """
 
 import bisect
+import gc
 import logging
 import time
+
+from greenlet import greenlet
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client import PlatformCollector, ProcessCollector
@@ -176,7 +179,12 @@ class RelayCollector(object):
         last_ok = GaugeMetricFamily(PREFIX + "config_last_reload_successful",
                                     "1 if the last reload succeeded (or none was tried), else 0.")
         last_ok.add_metric([], metrics.last_reload_ok)
-        return [info, reloads, last_ok]
+        greenlets = GaugeMetricFamily(
+            PREFIX + "greenlets",
+            "Greenlets alive in the relay process (counted at scrape time): one that only "
+            "grows is a leak.")
+        greenlets.add_metric([], count_greenlets())
+        return [info, reloads, last_ok, greenlets]
 
     def _http(self):
         requests = CounterMetricFamily(
@@ -283,6 +291,16 @@ class RelayCollector(object):
                 sent.add_metric([listener.name, output.name], output.sent)
                 dropped.add_metric([listener.name, output.name], output.dropped)
         return [received, malformed, sent, dropped]
+
+
+def count_greenlets():
+    """Greenlets not yet finished, the hub and the main one included.
+
+    gevent keeps no registry of its greenlets, so this walks the objects the
+    garbage collector tracks: about 8 ms per 100,000 objects, only when
+    /metrics is scraped, never on the data path.
+    """
+    return sum(1 for o in gc.get_objects() if isinstance(o, greenlet) and not o.dead)
 
 
 def _bound(value):

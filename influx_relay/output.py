@@ -49,7 +49,8 @@ class Output(object):
         self._down_failures = 0  # failed attempts since the backend went down
         self._wake = Event()
         self._drained = Event()  # set while the buffer is empty
-        self._drained.set()
+        if not buffer:  # a disk buffer may open with a backlog to replay
+            self._drained.set()
         self._loop = None
         self._failures = 0
 

@@ -4,7 +4,8 @@
 #   setup_env            # Debian packages (when missing) + .venv with the relay installed
 #
 # On a fresh Debian 12 / Ubuntu machine this runs `apt-get update` once and installs
-# InfluxDB 1.x (influxd), curl and python3-venv; when all of them are already there it
+# InfluxDB 1.x (influxd), curl and python3-venv (and HAProxy with SETUP_TEST_PACKAGES=1,
+# as scripts/test.sh sets); when all of them are already there it
 # does not touch apt at all. The virtualenv .venv (made with the machine's python3) gets
 # requirements-dev.txt and the relay itself (`pip install -e .`); pip runs again only when
 # requirements*.txt or setup.py changed since the last run.
@@ -12,6 +13,7 @@
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV="$REPO_ROOT/.venv"
 INFLUXD=/usr/bin/influxd
+HAPROXY=/usr/sbin/haproxy
 
 say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -20,6 +22,8 @@ die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 _missing_packages() {
     local pkgs=()
     [ -x "$INFLUXD" ] || pkgs+=(influxdb)
+    # The load balancer of tests/system/test_haproxy.py: for the tests only.
+    [ "${SETUP_TEST_PACKAGES:-0}" = 0 ] || [ -x "$HAPROXY" ] || pkgs+=(haproxy)
     command -v curl >/dev/null 2>&1 || pkgs+=(curl)
     if ! command -v python3 >/dev/null 2>&1; then
         pkgs+=(python3 python3-venv)

@@ -2,12 +2,13 @@
 # Set up (once) and run the whole test suite:  bash scripts/test.sh [PYTEST ARGS...]
 #
 # Run from anywhere as root (or with sudo) on Debian 12 / Ubuntu. Installs InfluxDB 1.x,
-# curl and python3-venv when they are missing, makes .venv with the test requirements and
+# HAProxy, curl and python3-venv when they are missing, makes .venv with the test requirements and
 # the relay, then runs `python -m pytest tests -q` plus your arguments, e.g.
 #   bash scripts/test.sh tests/system -x
 # The system tests start their own influxd and relay processes on free 127.0.0.1 ports.
 # Exit status is pytest's.
 set -eu
+SETUP_TEST_PACKAGES=1
 . "$(dirname "${BASH_SOURCE[0]}")/setup-env.sh"
 setup_env
 cd "$REPO_ROOT"

@@ -248,3 +248,24 @@ def test_a_disk_buffer_is_replayed_in_order_by_the_next_relay(relay, backends, t
     assert second.write(point(30)).status == 204
     eventually(lambda: len(b.lines) == 31, timeout=10)
     assert b.lines == [point(i) for i in range(31)]
+
+
+def test_a_backlog_replayed_from_disk_does_not_stall_the_relay(relay, backends, tmp_path):
+    """Restarted with a disk backlog for a backend that takes its time, the relay answers
+    new writes from the other backend at once (it once spun the hub for b's timeout)."""
+    a, b = backends(), backends()
+    b.stop()
+    text = buffered(a, b, extra=', buffer-path = "%s/{}"' % tmp_path)
+    text = text.replace("{}", "b0", 1).replace("{}", "b1", 1)
+    first = relay(text)
+    for i in range(3):
+        assert first.write(point(i)).status == 204
+    first.relay.stop(timeout=0)
+    b.mode = "hang"  # b's replay of the backlog takes its whole timeout
+    b.start()
+    r = relay(text)
+    assert status(r)["b1"]["buffered_writes"] == 3
+    started = gevent.get_hub().loop.now()
+    assert r.write(point(3)).status == 204
+    assert gevent.get_hub().loop.now() - started < 0.5
+    assert eventually(lambda: a.lines == [point(i) for i in range(4)])

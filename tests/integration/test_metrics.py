@@ -156,3 +156,22 @@ def test_a_broken_collector_never_breaks_writes(relay, backends):
     assert b"influx_relay_http_requests_total" in resp.data
     assert r.write(b"cpu v=2 2").status == 204
     assert r.http.request("POST", r.url + "/metrics").status == 405
+
+
+def test_greenlets_are_counted_and_come_back_to_their_level(relay, backends):
+    a, b = backends(), backends(mode="hang")
+    r = relay(http_config(a, b))
+    before = value(scrape(r), "influx_relay_greenlets")
+    assert before >= 2  # at least the hub and the main greenlet
+    for i in range(20):  # each leaves a request to b hanging, for its 2s timeout
+        assert r.write(point(i)).status == 204
+
+    # This process is also the fake backend: its handlers of b's hung requests
+    # sleep on, and are not the relay's.
+    def relay_greenlets():
+        return value(scrape(r), "influx_relay_greenlets") - len(b._conns)
+
+    assert relay_greenlets() >= before + 20  # the sends to b, waiting
+    # Once b's requests time out, their greenlets are gone.
+    eventually(lambda: relay_greenlets() <= before + 2, timeout=5)
+    assert relay_greenlets() <= before + 2
