@@ -98,6 +98,10 @@ class HTTPBackend(object):
             raise BackendError(self, "no answer within %gs" % timeout)
         except ConnectionRefusedError as e:
             raise BackendError(self, "connection failed: %s" % e)
+        except socket.gaierror as e:
+            # Name the host: it is what the operator has to fix.
+            raise BackendError(self, "connection failed: Failed to resolve %r (%s)"
+                               % (self.output.host, e.strerror or e))
         except (OSError, ProtocolError) as e:
             raise BackendError(self, str(e) or e.__class__.__name__)
 
