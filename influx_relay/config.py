@@ -78,7 +78,7 @@ class HTTPOutput:
     api: str = "v1"                           # the write API the backend speaks: "v1" or "v2"
     org: Optional[str] = None                 # v2: organization (None: the client's)
     bucket: Optional[str] = None              # v2: fixed bucket (None: from db/rp or the client's)
-    coalesce: bool = True                     # merge concurrent small writes into one request
+    coalesce: bool = False                    # merge concurrent small writes into one request
     coalesce_max_kb: int = DEFAULT_COALESCE_MAX_KB  # largest merged request
 
     @property
