@@ -7,9 +7,10 @@ from .conftest import body_json, error_of, eventually, http_config
 SLOW = ("slow", 0.3, 204)
 
 
-def output(i, backend, extra="", coalesce=True):
+def output(i, backend, extra="", coalesce=True, timeout="2s"):
     extra = (", coalesce = true" if coalesce else "") + extra
-    return '{ name = "b%d", location = "%s/write", timeout = "2s"%s }' % (i, backend.url, extra)
+    return '{ name = "b%d", location = "%s/write", timeout = "%s"%s }' % (
+        i, backend.url, timeout, extra)
 
 
 def point(i, tag="c"):
@@ -74,8 +75,8 @@ def test_a_failed_merged_request_is_buffered_per_write(relay, backends):
     bodies = [point(i) for i in range(8)]
     responses = concurrently(r, [(body, "db=test") for body in bodies])
     assert [resp.status for resp in responses] == [204] * 8  # a took them
-    assert len(b.requests) < 10  # merged while b failed
-    eventually(lambda: status(r)["b1"]["buffered_writes"] == 10)
+    eventually(lambda: status(r)["b1"]["buffered_writes"] == 10)  # each write, for b
+    assert len(b.requests) < 10  # b failed them merged
     b.mode = ("status", 204, b"")
     eventually(lambda: status(r)["b1"]["buffered_writes"] == 0)
     # every write reached b once it came back (after its failed attempts)
@@ -150,7 +151,7 @@ def test_coalescing_is_off_by_default(relay, backends):
 
 def test_writes_waiting_behind_a_stuck_backend_fail_within_twice_the_timeout(relay, backends):
     a = backends(mode="hang")
-    r = relay(http_config(output(0, a, ', timeout = "1s"').replace('timeout = "2s", ', "")))
+    r = relay(http_config(output(0, a, timeout="1s")))
     first = [gevent.spawn(r.write, point(900 + i)) for i in range(2)]
     gevent.sleep(0.1)
     rest = [gevent.spawn(r.write, point(i)) for i in range(5)]
@@ -162,3 +163,19 @@ def test_writes_waiting_behind_a_stuck_backend_fail_within_twice_the_timeout(rel
         assert g.value.status == 503
         assert "no answer within 1s" in error_of(g.value)
     assert len(a.requests) < 7  # not one each
+
+
+def test_prometheus_writes_are_never_merged(relay, backends):
+    a = backends(mode=SLOW)
+    r = relay(http_config(output(0, a)))
+    headers = {"Content-Type": "application/x-protobuf", "Content-Encoding": "snappy"}
+
+    def prom(i):
+        return r.http.request("POST", r.url + "/api/v1/prom/write?db=prom",
+                              body=b"\x00protobuf%d" % i, headers=headers)
+
+    greenlets = [gevent.spawn(prom, i) for i in range(6)]
+    gevent.joinall(greenlets, raise_error=True)
+    assert [g.value.status for g in greenlets] == [204] * 6
+    sent = sorted(b"\x00protobuf%d" % i for i in range(6))
+    assert sorted(req.body for req in a.requests) == sent  # one request each
