@@ -74,6 +74,11 @@ class HTTPBackend(object):
             timeout=urllib3.Timeout(connect=output.timeout, read=output.timeout),
             **kwargs
         )
+        self.coalescer = None
+        if output.coalesce:
+            from .coalesce import Coalescer  # here: it uses this module's retryable()
+            self.coalescer = Coalescer(self, self._post, output.timeout,
+                                       output.coalesce_max_kb * 1024)
 
     def __repr__(self):
         return "<HTTPBackend %s %s>" % (self.name, self.output.base_url)
@@ -82,7 +87,17 @@ class HTTPBackend(object):
         return self.name
 
     def post(self, endpoint, query, body, headers):
-        """POST ``body`` to ``endpoint`` (a path) with the raw ``query`` string."""
+        """POST ``body`` to ``endpoint`` (a path) with the raw ``query`` string.
+
+        With ``coalesce`` on, a small line-protocol body may go to the server
+        merged with concurrent ones (see :mod:`.coalesce`); the answer is still
+        this body's own.
+        """
+        if self.coalescer is not None:
+            return self.coalescer.post(endpoint, query, body, headers)
+        return self._post(endpoint, query, body, headers)
+
+    def _post(self, endpoint, query, body, headers):
         url = endpoint + "?" + query if query else endpoint
         if self.lean is None:
             return self.request("POST", url, body, headers)

@@ -34,6 +34,7 @@ DEFAULT_MAX_BODY_SIZE = 25 * 1024 * 1024
 DEFAULT_POOL_SIZE = 64
 DEFAULT_MTU = 1024
 DEFAULT_MAX_BATCH_KB = 512
+DEFAULT_COALESCE_MAX_KB = 1024
 DEFAULT_MAX_DELAY_INTERVAL = 10.0
 DEFAULT_SHUTDOWN_TIMEOUT = 10.0
 PRECISIONS = ("n", "ns", "u", "us", "ms", "s", "m", "h")
@@ -77,6 +78,8 @@ class HTTPOutput:
     api: str = "v1"                           # the write API the backend speaks: "v1" or "v2"
     org: Optional[str] = None                 # v2: organization (None: the client's)
     bucket: Optional[str] = None              # v2: fixed bucket (None: from db/rp or the client's)
+    coalesce: bool = False                    # merge concurrent small writes into one request
+    coalesce_max_kb: int = DEFAULT_COALESCE_MAX_KB  # largest merged request
 
     @property
     def base_url(self):
@@ -810,6 +813,8 @@ _HTTP_OUTPUT_KEYS = {
     "api": _api,
     "org": _optional_string,
     "bucket": _optional_string,
+    "coalesce": _bool,
+    "coalesce-max-kb": _integer(1),
 }
 
 _HTTP_LISTENER_KEYS = {

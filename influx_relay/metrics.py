@@ -242,6 +242,14 @@ class RelayCollector(object):
         limit = GaugeMetricFamily(
             PREFIX + "output_buffer_limit_bytes", "Size limit of the retry buffer.",
             labels=labels)
+        coalesced = CounterMetricFamily(
+            PREFIX + "output_coalesced_requests",
+            "Requests that carried several concurrent writes merged into one; split: "
+            "those the backend refused (4xx), whose writes were sent again one by one.",
+            labels=labels + ["result"])
+        coalesced_writes = CounterMetricFamily(
+            PREFIX + "output_coalesced_writes",
+            "Direct writes that went to the backend merged with others.", labels=labels)
         for listener in self.relay.http:
             for output in listener.app.fanout.outputs:
                 key = [listener.name, output.name]
@@ -266,8 +274,14 @@ class RelayCollector(object):
                     buffered_writes.add_metric(key, status.get("buffered_writes", 0))
                     oldest.add_metric(key, status.get("oldest_age_seconds", 0))
                     limit.add_metric(key, status.get("limit_bytes", 0))
+                coalescer = getattr(output.backend, "coalescer", None)
+                if coalescer is not None:
+                    c = coalescer.stats
+                    coalesced.add_metric(key + ["sent"], c.requests)
+                    coalesced.add_metric(key + ["split"], c.split)
+                    coalesced_writes.add_metric(key, c.writes)
         return [writes, latency, retries, drops, up, buffering, buffered_bytes,
-                buffered_writes, oldest, limit]
+                buffered_writes, oldest, limit, coalesced, coalesced_writes]
 
     def _udp(self):
         received = CounterMetricFamily(

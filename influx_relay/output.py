@@ -231,6 +231,11 @@ class Output(object):
     def status(self):
         """What /status shows of this output."""
         out = {"backlog": bool(self.buffer), "direct": self.direct}
+        coalescer = getattr(self.backend, "coalescer", None)
+        if coalescer is not None:
+            c = coalescer.stats
+            out.update({"coalesced_requests": c.requests, "coalesced_writes": c.writes,
+                        "coalesced_split": c.split})
         if self.buffer is None:
             out["buffer"] = None
             return out

@@ -8,7 +8,9 @@ and chunked bodies; over TLS with ``tls``) and answers each request by its curre
 * ``"hang"``: read the request, then never answer;
 * ``"reset"``: read the request, then close the connection with RST;
 * ``"garbage"``: answer bytes that are not HTTP, then close;
-* ``("slow", seconds, code)``: answer ``code`` after ``seconds``.
+* ``("slow", seconds, code)``: answer ``code`` after ``seconds`` (and a fourth
+  item: that body, JSON type);
+* a function of the :class:`Request`: returns one of the above for it.
 
 ``script`` is a list of modes used by the next requests, one each, before
 ``mode`` applies again. ``stop()`` closes the port (connections refused);
@@ -73,6 +75,8 @@ class FakeBackend(object):
                     return
                 self.requests.append(request)
                 mode = self.script.pop(0) if self.script else self.mode
+                if callable(mode):
+                    mode = mode(request)
                 if mode == "hang":
                     gevent.sleep(3600)
                     return
@@ -84,7 +88,7 @@ class FakeBackend(object):
                     return
                 if mode[0] == "slow":
                     gevent.sleep(mode[1])
-                    mode = ("status", mode[2], b"")
+                    mode = ("status", mode[2], mode[3] if len(mode) > 3 else b"")
                 code, body = mode[1], mode[2]
                 head = "HTTP/1.1 %d X\r\nContent-Length: %d\r\n" % (code, len(body))
                 if body:

@@ -210,6 +210,7 @@ def test_http_defaults():
     assert out.buffer_size_mb == 0
     assert out.max_batch_kb == 512
     assert out.max_delay_interval == 10.0
+    assert (out.coalesce, out.coalesce_max_kb) == (False, 1024)
 
 
 def test_udp_defaults():
@@ -230,13 +231,15 @@ def test_every_key_is_read():
         listener='name = "in"\ndefault-retention-policy = "autogen"\n'
                  'max-body-size = 1000\nread-timeout = "1m"',
         output='timeout = "2s"\nskip-tls-verification = true\npool-size = 3\n'
-               'buffer-size-mb = 7\nmax-batch-kb = 9\nmax-delay-interval = "3s"',
+               'buffer-size-mb = 7\nmax-batch-kb = 9\nmax-delay-interval = "3s"\n'
+               'coalesce = true\ncoalesce-max-kb = 64',
     )).http[0]
     assert (listener.name, listener.default_retention_policy) == ("in", "autogen")
     assert (listener.max_body_size, listener.read_timeout) == (1000, 60.0)
     out = listener.outputs[0]
     assert (out.timeout, out.skip_tls_verification, out.pool_size) == (2.0, True, 3)
     assert (out.buffer_size_mb, out.max_batch_kb, out.max_delay_interval) == (7, 9, 3.0)
+    assert (out.coalesce, out.coalesce_max_kb) == (True, 64)
     udp = loads(udp_config(listener='name = "u"\nread-buffer = 8388608\nprecision = "ms"',
                            output="mtu = 1472")).udp[0]
     assert (udp.name, udp.read_buffer, udp.precision, udp.outputs[0].mtu) == (
@@ -298,6 +301,10 @@ def test_result_is_frozen_and_uses_tuples():
          "http[0].output[0].buffer-size-mb: -1 must be at least 0"),
         (http_config(output="max-batch-kb = 0"),
          "http[0].output[0].max-batch-kb: 0 must be at least 1"),
+        (http_config(output="coalesce-max-kb = 0"),
+         "http[0].output[0].coalesce-max-kb: 0 must be at least 1"),
+        (http_config(output='coalesce = "yes"'),
+         'http[0].output[0].coalesce: "yes" must be true or false'),
         (udp_config(listener="read-buffer = -1"), "udp[0].read-buffer: -1 must be at least 0"),
         (udp_config(output="mtu = 63"), "udp[0].output[0].mtu: 63 must be between 64 and 65507"),
         (udp_config(output="mtu = 65508"),
