@@ -337,33 +337,31 @@ def _read_response(sock, data):
     return Response(status, body, content_type), keep
 
 
+def _read_line(sock, data):
+    """The CRLF-ended line at the start of ``data`` (read more as needed); ``(line, rest)``."""
+    end = data.find(b"\r\n")
+    while end < 0:
+        more = sock.recv(_CHUNK)
+        if not more:
+            raise ProtocolError("connection closed in a chunked body")
+        data += more
+        end = data.find(b"\r\n")
+    return data[:end], data[end + 2:]
+
+
 def _read_chunked(sock, data):
     """A chunked body from ``data`` on; ``(body, bytes after it)``."""
     chunks = []
     while True:
-        end = data.find(b"\r\n")
-        while end < 0:
-            more = sock.recv(_CHUNK)
-            if not more:
-                raise ProtocolError("connection closed in a chunked body")
-            data += more
-            end = data.find(b"\r\n")
+        line, data = _read_line(sock, data)
         try:
-            size = int(data[:end].split(b";")[0], 16)
+            size = int(line.split(b";")[0], 16)
         except ValueError:
             raise ProtocolError("bad chunk size")
-        data = data[end + 2:]
         if size == 0:
             # trailers, then an empty line
             while True:
-                end = data.find(b"\r\n")
-                while end < 0:
-                    more = sock.recv(_CHUNK)
-                    if not more:
-                        raise ProtocolError("connection closed in a chunked body")
-                    data += more
-                    end = data.find(b"\r\n")
-                line, data = data[:end], data[end + 2:]
+                line, data = _read_line(sock, data)
                 if not line:
                     return b"".join(chunks), data
         while len(data) < size + 2:
