@@ -12,6 +12,9 @@
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SHARED=${SHARED_BENCH:-$(dirname "$REPO")/shared/bench}
+# apt_install and setup_env (the test suite's .venv) come from there.
+# shellcheck disable=SC1091
+. "$REPO/scripts/setup-env.sh"
 
 say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -50,24 +53,14 @@ children_of() {  # direct children of a pid (no procps needed)
 
 # Install the Debian packages that are missing (as root, or through sudo): "cmd:package" pairs.
 ensure_packages() {
-    local want=() pair cmd pkg sudo=()
+    local want=() pair cmd pkg
     for pair in "$@"; do
         cmd=${pair%%:*}; pkg=${pair#*:}
         if [ "${cmd:0:1}" = / ]; then [ -x "$cmd" ] && continue
         else command -v "$cmd" >/dev/null 2>&1 && continue; fi
         [[ " ${want[*]} " == *" $pkg "* ]] || want+=("$pkg")
     done
-    [ ${#want[@]} -gt 0 ] || return 0
-    if [ "$(id -u)" != 0 ]; then
-        command -v sudo >/dev/null 2>&1 || die "need root (or sudo) to install: ${want[*]}"
-        sudo=(sudo)
-    fi
-    command -v apt-get >/dev/null 2>&1 || die "no apt-get here; install by hand: ${want[*]}"
-    say "installing Debian packages: ${want[*]}"
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null \
-        && "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-            --no-install-recommends "${want[@]}" >/dev/null \
-        || die "apt-get install ${want[*]} failed"
+    [ ${#want[@]} -eq 0 ] || apt_install "${want[@]}"
 }
 
 _py_ok() {  # $1 can import what the relay needs

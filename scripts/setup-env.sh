@@ -33,38 +33,38 @@ _missing_packages() {
     echo "${pkgs[@]}"
 }
 
-install_packages() {
-    local pkgs sudo=()
-    pkgs=$(_missing_packages)
-    [ -n "$pkgs" ] || return 0
+# apt_install PKG...: apt-get update, then install them (as root, or through sudo).
+apt_install() {
+    local sudo=()
     if [ "$(id -u)" != 0 ]; then
-        command -v sudo >/dev/null 2>&1 || die "need root (or sudo) to install: $pkgs"
+        command -v sudo >/dev/null 2>&1 || die "need root (or sudo) to install: $*"
         sudo=(sudo)
     fi
-    command -v apt-get >/dev/null 2>&1 || die "no apt-get here; install by hand: $pkgs"
-    say "installing Debian packages: $pkgs"
-    # shellcheck disable=SC2086
+    command -v apt-get >/dev/null 2>&1 || die "no apt-get here; install by hand: $*"
+    say "installing Debian packages: $*"
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null \
         && "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-            --no-install-recommends $pkgs >/dev/null \
-        || die "apt-get install $pkgs failed"
+            --no-install-recommends "$@" >/dev/null \
+        || die "apt-get install $* failed"
+}
+
+install_packages() {
+    local pkgs
+    pkgs=$(_missing_packages)
+    [ -n "$pkgs" ] || return 0
+    # shellcheck disable=SC2086
+    apt_install $pkgs
     pkgs=$(_missing_packages)
     [ -z "$pkgs" ] || die "still missing after apt-get install: $pkgs"
 }
 
-# ensure_packages PKG...: apt-get install those of the Debian packages that are missing.
-ensure_packages() {
+# ensure_debs PKG...: install those of the Debian packages that are missing.
+ensure_debs() {
     local missing=() p
     for p in "$@"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
     done
-    [ ${#missing[@]} -gt 0 ] || return 0
-    [ "$(id -u)" = 0 ] || die "need root to install: ${missing[*]}"
-    say "installing Debian packages: ${missing[*]}"
-    env DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null \
-        && env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-            "${missing[@]}" >/dev/null \
-        || die "apt-get install ${missing[*]} failed"
+    [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 }
 
 _requirements_stamp() {

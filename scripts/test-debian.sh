@@ -10,7 +10,7 @@
 set -eu
 . "$(dirname "${BASH_SOURCE[0]}")/setup-env.sh"
 PY=/usr/bin/python3
-ensure_packages python3 python3-gevent python3-urllib3 python3-click python3-prometheus-client \
+ensure_debs python3 python3-gevent python3-urllib3 python3-click python3-prometheus-client \
     python3-pytest python3-hypothesis
 cd "$REPO_ROOT"
 say "Debian's $($PY --version): gevent $($PY -c 'import gevent; print(gevent.__version__)'), urllib3 $($PY -c 'import urllib3; print(urllib3.__version__)'), click $($PY -c 'import click; print(click.__version__)')"
