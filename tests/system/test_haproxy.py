@@ -27,18 +27,19 @@ from .workload import (Writer, assert_hub_never_blocked, check_delivery, drained
 HAPROXY = os.environ.get("HAPROXY", "/usr/sbin/haproxy")
 
 
-def haproxy_config(port, relays, databases, stats_port):
+def haproxy_config(port, relays, databases, stats_port, log=""):
     """HAProxy in front of relays (``/write``) and databases (``/query`` and the rest).
 
-    ``relays`` and ``databases`` are lists of ``(name, "host:port")``.
+    ``relays`` and ``databases`` are lists of ``(name, "host:port")``; ``log`` is
+    a log target (``stdout format raw``) for the test, which the README leaves out.
     """
     text = """\
 global
     maxconn 4096
-
+%(log_global)s
 defaults
     mode http
-    timeout connect 1s
+%(log_defaults)s    timeout connect 1s
     timeout client 30s
     timeout server 30s
     timeout http-keep-alive 10s
@@ -77,7 +78,9 @@ listen stats
 """
     servers = lambda items: "".join("    server %s %s\n" % item for item in items)  # noqa: E731
     return text % {"port": port, "relays": servers(relays), "databases": servers(databases),
-                   "stats": stats_port}
+                   "stats": stats_port,
+                   "log_global": "    log %s local0\n" % log if log else "",
+                   "log_defaults": "    log global\n    option httplog\n" if log else ""}
 
 
 class HAProxy(object):
@@ -108,6 +111,12 @@ class HAProxy(object):
     def stop(self):
         if self.proc is not None:
             stop_process(self.proc)
+
+    def log(self, last=4000):
+        try:
+            return self.log_path.read_text(errors="replace")[-last:]
+        except OSError:
+            return ""
 
     def status(self, backend):
         """{server: "UP" | "DOWN" | ...} of a backend, from the stats page."""
@@ -158,7 +167,7 @@ def test_writes_survive_a_dead_relay_and_a_dead_influxd_behind_haproxy(
         lb_port,
         [("relay1", "127.0.0.1:%d" % port1), ("relay2", "127.0.0.1:%d" % port2)],
         [("influxdb1", "127.0.0.1:%d" % a.port), ("influxdb2", "127.0.0.1:%d" % b.port)],
-        stats_port), lb_port, stats_port)
+        stats_port, log="stdout format raw"), lb_port, stats_port)
     lb.wait_status("relays", "relay1", "UP")
     lb.wait_status("relays", "relay2", "UP")
 
@@ -170,9 +179,11 @@ def test_writes_survive_a_dead_relay_and_a_dead_influxd_behind_haproxy(
         steps.append("%s at request %d" % (what, writer.requests))
         writer.wait_requests(200)
 
+    killed = time.monotonic()
     relay1.proc.kill()
     step("relay1 killed")
     lb.wait_status("relays", "relay1", "DOWN")
+    down = time.monotonic()
     b.stop()
     step("influxdb2 stopped")
     b.restart()
@@ -189,11 +200,17 @@ def test_writes_survive_a_dead_relay_and_a_dead_influxd_behind_haproxy(
     figures = check_delivery(writer, (a, b), db)
     print(figures)
     assert_hub_never_blocked(relay1, relay2)
-    # Only the requests relay1 was answering when it died can fail (HAProxy's 502):
-    # at most one per client thread. Every other write went through.
+    # Only the requests relay1 was answering when it died can fail: at most one per
+    # client thread, each answered between the kill and HAProxy taking relay1 out.
+    # HAProxy answers them 502, or closes the client connection without an answer
+    # when it had reused the server connection (its way of saying "safe to retry").
+    # Every other write went through, influxdb2's outage and relay1's return included.
     failed = writer.requests - writer.statuses[204]
-    assert failed <= writer.threads, writer.summary()
-    assert set(writer.statuses) <= {204, 502, 503, 504}, writer.summary()
+    assert failed <= writer.threads, writer.summary() + "\n" + lb.log()
+    assert set(writer.statuses) <= {204, 502, "error"}, writer.summary() + "\n" + lb.log()
+    late = [f for f in writer.failures if not killed <= f[0] <= down + 1.0]
+    assert not late, "%s\nfailures outside relay1's death (%.3f..%.3f): %s\n%s" % (
+        writer.summary(), killed, down, late, lb.log())
     # Queries go to the databases through the same address.
     r = request("GET", lb.url + "/query?db=%s&q=SELECT+count(v)+FROM+m" % db)
     assert r.status == 200, r

@@ -56,6 +56,7 @@ class Writer(object):
         self.last = {}  # thread -> value of "last" in its last acknowledged request
         self.last_ok = {}  # thread -> whether its very last request was acknowledged
         self.statuses = Counter()  # 204, 503, "error", ...
+        self.failures = []  # (monotonic time answered, status, detail) of each non-204
         self.max_latency = 0.0  # of acknowledged writes, seconds
         self.requests = 0
         self._ids = itertools.count()
@@ -95,13 +96,17 @@ class Writer(object):
             lines.append("last,w=%d v=%di %d" % (thread, seq, OVERWRITTEN_TIME))
             started = time.monotonic()
             try:
-                status = request("POST", url, body="\n".join(lines).encode(),
-                                 timeout=self.timeout).status
-            except OSError:
-                status = "error"
-            took = time.monotonic() - started
+                answer = request("POST", url, body="\n".join(lines).encode(),
+                                 timeout=self.timeout)
+                status, detail = answer.status, answer.body[:200]
+            except OSError as exc:
+                status, detail = "error", repr(exc)
+            answered = time.monotonic()
+            took = answered - started
             with self._lock:
                 self.requests += 1
+                if status != 204:
+                    self.failures.append((answered, status, detail))
                 self.statuses[status] += 1
                 if status == 204:
                     self.acked.update(ids)
@@ -116,9 +121,11 @@ class Writer(object):
                 time.sleep(self.interval)
 
     def summary(self):
-        return ("%d requests %s, %d points acknowledged, %d not, max latency %.3fs"
+        return ("%d requests %s, %d points acknowledged, %d not, max latency %.3fs%s"
                 % (self.requests, dict(self.statuses), len(self.acked), len(self.unacked),
-                   self.max_latency))
+                   self.max_latency,
+                   "".join("; %s: %s" % (status, detail)
+                           for _, status, detail in self.failures[:5])))
 
 
 def select(server, db, q, chunk_size=50000):
