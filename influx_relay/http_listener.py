@@ -4,8 +4,8 @@ Also: /api/v1/prom/write (passed through as-is), /health, /status, and, when
 ``admin-enabled``, /admin and /admin/flush.
 
 :class:`WriteApp` is a WSGI application holding the request rules;
-:class:`HTTPListener` wraps it in a gevent ``WSGIServer`` with a bounded
-pool, a read timeout and, with ``ssl-combined-pem``, TLS.
+:class:`HTTPListener` serves it with the lean server of :mod:`.httpserver`
+(a bounded pool, a read timeout and, with ``ssl-combined-pem``, TLS).
 """
 
 import hmac
@@ -19,26 +19,24 @@ import zlib
 from collections import deque
 from datetime import datetime, timezone
 from http import HTTPStatus
-from http.client import HTTPException
 from urllib.parse import parse_qs, parse_qsl, quote, urlencode
 
 import gevent
 from gevent.event import Event
-from gevent.pool import Pool
-from gevent.pywsgi import WSGIHandler, WSGIServer
 
 from . import __version__, admin, apiv2, lineprotocol
 from .backend import Response, error_response
 from .fanout import WRITTEN
 from .errors import LineProtocolError
 from .filters import Router
+from .httpserver import HTTPServer
 from .metrics import ListenerStats
 from .ratelimit import TokenBucket
 
 log = logging.getLogger(__name__)
 
 #: Connections one listener serves at once; more wait in the kernel's backlog,
-#: and each that is accepted then lets go of an idle one (see _ConnectionPool).
+#: and each that is accepted then lets go of an idle one (see httpserver.ConnectionPool).
 MAX_CONNECTIONS = 1000
 
 #: Bytes of write bodies (as sent: their Content-Length) one listener takes in at
@@ -392,8 +390,11 @@ class WriteApp(object):
         deadline = environ.get("influx_relay.read_deadline")
         left = max(0.001, deadline - time.monotonic()) if deadline else None
         try:
-            with gevent.Timeout(left, socket.timeout):
-                body = stream.read(limit + 1) if not length else stream.read(length)
+            if length and length <= stream.buffered:
+                body = stream.read(length)  # here already: no wait, no timer
+            else:
+                with gevent.Timeout(left, socket.timeout):
+                    body = stream.read(limit + 1) if not length else stream.read(length)
         except socket.timeout:
             _forget_body(environ)
             raise RequestError(408, "timed out reading the request body")
@@ -486,14 +487,9 @@ def _gunzip(body, limit):
 
 
 def _forget_body(environ):
-    """Don't read the rest of a body we refused: close the connection instead.
-
-    pywsgi would otherwise read (and discard) all of it before answering the
-    next request on the connection.
-    """
-    stream = environ["wsgi.input"]
-    stream.content_length = stream.position
-    stream.chunked_input = False
+    """Don't read the rest of a body we refused: close the connection instead
+    of reading (and dropping) all of it before the next request."""
+    environ["wsgi.input"].abandon()
     environ["influx_relay.close"] = True
 
 
@@ -527,123 +523,6 @@ def _respond(start_response, response, extra=()):
     return [response.body] if response.body else []
 
 
-class _TooSlow(BaseException):
-    """A request's line and headers took longer than read-timeout to arrive.
-
-    A BaseException, so that it passes pywsgi's handlers of client errors."""
-
-
-_REQUEST_TIMEOUT = (b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n"
-                    b"Content-Length: 0\r\n\r\n")
-
-
-class _ConnectionPool(Pool):
-    """The greenlets serving a listener's connections, at most ``size``.
-
-    When all are taken and another client connects, the connection that has
-    waited longest for a request to begin or for its headers to arrive (an idle
-    keep-alive connection, or a client that sent nothing or only part of its
-    headers) is let go to make room: a flood of idle or slow connections cannot
-    lock healthy clients out. Requests being answered are never let go.
-    """
-
-    def __init__(self, size):
-        super().__init__(size)
-        self.waiting = {}  # handler -> its socket, longest waiting first
-
-    def full(self):
-        if not super().full():
-            return False
-        if self.waiting:
-            handler = next(iter(self.waiting))
-            sock = self.waiting.pop(handler)
-            try:
-                sock.shutdown(socket.SHUT_RDWR)  # its greenlet sees the end and exits
-            except OSError:
-                pass
-        return True
-
-
-class _Handler(WSGIHandler):
-    """pywsgi's handler with a read timeout, and a count of requests being
-    answered, so that stopping waits for those and not for idle keep-alive
-    connections.
-
-    A connection may stay idle for read-timeout between requests; once a
-    request begins, its line, headers and body must all arrive within
-    read-timeout (a client trickling bytes is let go: 408, or closed).
-    Malformed requests are logged on one line at info level, like bad writes.
-    """
-
-    request_deadline = None
-
-    def handle(self):
-        waiting = self.server.pool.waiting
-        self.socket.settimeout(self.server.read_timeout)
-        try:
-            super().handle()
-        except OSError:  # timed out, reset, or let go to make room
-            pass
-        finally:
-            waiting.pop(self, None)
-
-    def handle_one_request(self):
-        try:
-            return super().handle_one_request()
-        except _TooSlow:
-            self.close_connection = True
-            log.info("let go of a client too slow to send its request headers: %s",
-                     self.client_address[0] if isinstance(self.client_address, tuple) else "-")
-            return ("408", _REQUEST_TIMEOUT)
-
-    def read_requestline(self):
-        waiting = self.server.pool.waiting
-        waiting.pop(self, None)
-        waiting[self] = self.socket  # may be let go when the listener is full
-        self.rfile.peek(1)  # idle until a request begins: at most read-timeout
-        timeout = self.server.read_timeout
-        self.request_deadline = time.monotonic() + timeout
-        with gevent.Timeout(timeout, _TooSlow):
-            return super().read_requestline()
-
-    def read_request(self, requestline):
-        try:
-            with gevent.Timeout(max(0.001, self.request_deadline - time.monotonic()), _TooSlow):
-                return super().read_request(requestline)
-        except HTTPException as e:
-            # http.client's own limits (more than 100 headers): a client error,
-            # which pywsgi would otherwise log with a traceback.
-            raise ValueError(str(e))
-        finally:
-            self.server.pool.waiting.pop(self, None)
-
-    def get_environ(self):
-        environ = super().get_environ()
-        environ["influx_relay.read_deadline"] = self.request_deadline
-        return environ
-
-    def log_error(self, msg, *args):
-        try:
-            text = msg % args if args else msg
-        except (TypeError, ValueError):
-            text = "%r %r" % (msg, args)
-        log.info("refused a malformed request: %s", text[:300])
-
-    def handle_one_response(self):
-        server = self.server
-        server.answering += 1
-        try:
-            return super().handle_one_response()
-        finally:
-            server.answering -= 1
-            if server.closed:
-                self.close_connection = True
-
-    def log_request(self):
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("%s", self.format_request())
-
-
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
@@ -658,26 +537,19 @@ class HTTPListener(object):
         if cfg.admin_enabled and cfg.admin_token is None and cfg.host not in _LOOPBACK:
             log.warning("http listener %r: /admin is enabled without admin-token: any client "
                         "that reaches %s can run queries on every backend", cfg.name, cfg.bind_addr)
-        kwargs = {}
+        ctx = None
         if cfg.ssl_combined_pem:
             ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ctx.minimum_version = ssl.TLSVersion.TLSv1_2
             ctx.load_cert_chain(cfg.ssl_combined_pem)
-            kwargs["ssl_context"] = ctx
-            # The handshake then happens in the handler, within read-timeout,
-            # and a failed one (plain HTTP, TLS 1.1) just closes the connection.
-            kwargs["do_handshake_on_connect"] = False
-        self.server = WSGIServer(
+        self.server = HTTPServer(
             sock if sock is not None else (cfg.host, cfg.port),
             self.app,
-            spawn=_ConnectionPool(MAX_CONNECTIONS),
-            handler_class=_Handler,
-            log=None,
-            error_log=logging.getLogger(__name__ + ".server"),
-            **kwargs
+            read_timeout=cfg.read_timeout,
+            max_connections=MAX_CONNECTIONS,
+            ssl_context=ctx,
+            headers=_COMMON,
         )
-        self.server.read_timeout = cfg.read_timeout
-        self.server.answering = 0
 
     @property
     def address(self):

@@ -1,0 +1,245 @@
+"""The listener's HTTP/1.1 server (influx_relay.httpserver), over raw sockets.
+
+What clients see on the wire: keep-alive and its end, HTTP/1.0, pipelined
+requests, Expect: 100-continue, HEAD, chunked bodies, a body left unread, and
+the requests the server refuses itself (each with a JSON error, then closed).
+"""
+
+import json
+import socket
+
+from .conftest import http_config
+
+
+def port_of(r):
+    return int(r.url.rsplit(":", 1)[1])
+
+
+class Client(object):
+    """A raw connection to the relay that reads whole responses."""
+
+    def __init__(self, r):
+        self.sock = socket.create_connection(("127.0.0.1", port_of(r)))
+        self.sock.settimeout(5)
+        self.buf = b""
+
+    def sendall(self, data):
+        self.sock.sendall(data)
+
+    def recv(self, n):
+        if self.buf:
+            data, self.buf = self.buf[:n], self.buf[n:]
+            return data
+        return self.sock.recv(n)
+
+    def close(self):
+        self.sock.close()
+
+
+def read_response(s):
+    """One response from Client ``s``: (status, headers dict lowercased, body)."""
+    data, s.buf = s.buf, b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed after %r" % data)
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    length = int(headers.get("content-length", "0"))
+    while len(rest) < length:
+        chunk = s.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed in a body")
+        rest += chunk
+    s.buf = rest[length:]
+    return status, headers, rest[:length]
+
+
+def closed(s, timeout=2.0):
+    """Whether the relay closes the connection (with nothing more to read)."""
+    if s.buf:
+        return False
+    s.sock.settimeout(timeout)
+    try:
+        return s.sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
+def connect(r):
+    return Client(r)
+
+
+def post(body, path=b"/write?db=test", extra=b""):
+    return (b"POST %s HTTP/1.1\r\nHost: relay\r\nContent-Length: %d\r\n%s\r\n%s"
+            % (path, len(body), extra, body))
+
+
+def test_keep_alive_serves_many_requests_on_one_connection(relay, backends):
+    b = backends()
+    r = relay(http_config(b))
+    s = connect(r)
+    for i in range(5):
+        s.sendall(post(b"cpu v=%d %d" % (i, i + 1)))
+        status, headers, body = read_response(s)
+        assert status == 204
+        assert "connection" not in headers
+        assert headers["x-influxdb-version"].startswith("relay-")
+        assert headers["date"].endswith(" GMT")
+    s.close()
+    assert b.bodies == [b"cpu v=%d %d" % (i, i + 1) for i in range(5)]
+
+
+def test_pipelined_requests_are_answered_in_order(relay, backends):
+    b = backends()
+    r = relay(http_config(b))
+    s = connect(r)
+    s.sendall(post(b"cpu v=1 1") + b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n"
+              + post(b"cpu v=2 2", extra=b"Connection: close\r\n"))
+    assert read_response(s)[0] == 204
+    status, headers, _ = read_response(s)
+    assert status == 204 and "x-influxdb-build" in headers
+    status, headers, _ = read_response(s)
+    assert status == 204 and headers["connection"] == "close"
+    assert closed(s)
+    assert b.bodies == [b"cpu v=1 1", b"cpu v=2 2"]
+
+
+def test_http_10_closes_unless_asked_to_keep_alive(relay, backends):
+    r = relay(http_config(backends()))
+    s = connect(r)
+    s.sendall(b"GET /ping HTTP/1.0\r\n\r\n")
+    status, headers, _ = read_response(s)
+    assert status == 204 and headers["connection"] == "close"
+    assert closed(s)
+    s = connect(r)
+    s.sendall(b"GET /ping HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    status, headers, _ = read_response(s)
+    assert status == 204 and headers["connection"] == "keep-alive"
+    s.sendall(b"GET /ping HTTP/1.0\r\n\r\n")
+    assert read_response(s)[0] == 204
+    assert closed(s)
+
+
+def test_expect_100_continue_is_answered_when_the_body_is_wanted(relay, backends):
+    b = backends()
+    r = relay(http_config(b))
+    s = connect(r)
+    body = b"cpu v=1 1"
+    s.sendall(b"POST /write?db=test HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n"
+              b"Expect: 100-continue\r\n\r\n" % len(body))
+    assert s.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+    s.sendall(body)
+    assert read_response(s)[0] == 204
+    assert b.bodies == [body]
+    # A request refused before its body is read never gets the 100.
+    s.sendall(b"POST /write HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n"
+              b"Expect: 100-continue\r\n\r\n")
+    status, headers, answer = read_response(s)
+    assert status == 400 and b"db" in answer
+    assert headers["connection"] == "close"  # the body it never asked for may come yet
+    assert closed(s)
+
+
+def test_head_gets_the_headers_without_the_body(relay, backends):
+    r = relay(http_config(backends()))
+    s = connect(r)
+    s.sendall(b"HEAD /status HTTP/1.1\r\nHost: x\r\n\r\nGET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+    data = b""
+    while data.count(b"\r\n\r\n") < 2:
+        data += s.recv(65536)
+    first, second = data.split(b"\r\n\r\n")[:2]
+    assert first.startswith(b"HTTP/1.1 200 ")
+    assert b"Content-Length: " in first  # of the body a GET would have had
+    assert second.startswith(b"HTTP/1.1 204 ")  # nothing between the two heads
+
+
+def test_a_body_left_unread_is_skipped_if_it_came_and_else_closes(relay, backends):
+    r = relay(http_config(backends()))
+    s = connect(r)
+    s.sendall(post(b"x" * 1000, path=b"/nowhere") + b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert read_response(s)[0] == 404
+    assert read_response(s)[0] == 204  # the 1000 bytes were not taken for a request
+    # A body still to come is not waited for (nor read): the connection closes.
+    s.sendall(b"POST /nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n")
+    status, headers, _ = read_response(s)
+    assert status == 404 and headers["connection"] == "close"
+    assert closed(s)
+
+
+def test_a_chunked_body_with_trailers_is_written(relay, backends):
+    b = backends()
+    r = relay(http_config(b))
+    s = connect(r)
+    s.sendall(b"POST /write?db=test HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+              b"4\r\ncpu \r\n5;x=y\r\nv=1 1\r\n0\r\nX-Trailer: t\r\n\r\n"
+              b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert read_response(s)[0] == 204
+    assert read_response(s)[0] == 204
+    assert b.bodies == [b"cpu v=1 1"]
+
+
+REFUSED = {
+    b"POST /write?db=test HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n":
+        "both Content-Length and Transfer-Encoding",
+    b"POST /write?db=test HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n":
+        "unsupported Transfer-Encoding",
+    b"POST /write?db=test HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd":
+        "conflicting Content-Length",
+    b"POST /write?db=test HTTP/1.1\r\nNo colon here\r\n\r\n": "malformed header line",
+    b"POST /write?db=test HTTP/1.1\r\n Folded: x\r\n\r\n": "malformed header line",
+    b"GET /ping\r\n\r\n": "malformed request line",
+    b"GET /ping HTTP/3\r\n\r\n": "unsupported HTTP version",
+}
+
+
+def test_requests_the_server_refuses_get_a_json_error_and_are_closed(relay, backends):
+    b = backends()
+    r = relay(http_config(b))
+    for request, reason in REFUSED.items():
+        s = connect(r)
+        s.sendall(request)
+        status, headers, body = read_response(s)
+        assert status == 400, request
+        assert reason in json.loads(body)["error"], (request, body)
+        assert headers["content-type"] == "application/json"
+        assert headers["connection"] == "close"
+        assert closed(s), request
+    assert b.bodies == []
+    assert r.write(b"cpu v=1 1").status == 204
+
+
+def test_header_names_with_underscores_are_dropped(relay, backends):
+    b = backends()
+    r = relay(http_config(b))
+    s = connect(r)
+    # "Content_Length" must not pass for Content-Length (nor X_A for X-A).
+    s.sendall(b"POST /write?db=test HTTP/1.1\r\nHost: x\r\nContent_Length: 9\r\n"
+              b"Connection: close\r\n\r\ncpu v=1 1")
+    assert read_response(s)[0] == 204  # an empty body: nothing to write
+    assert b.bodies == []
+
+
+def test_an_error_in_the_application_is_a_500_and_the_relay_goes_on(relay, backends, caplog):
+    r = relay(http_config(backends()))
+    app = r.relay.http[0].app
+
+    def broken(environ, start_response):
+        raise RuntimeError("boom")
+
+    app.routes["/broken"] = broken
+    s = connect(r)
+    s.sendall(b"GET /broken HTTP/1.1\r\nHost: x\r\n\r\n")
+    status, _, body = read_response(s)
+    assert status == 500 and json.loads(body) == {"error": "internal error"}
+    assert closed(s)
+    assert "boom" in caplog.text
+    assert r.write(b"cpu v=1 1").status == 204
