@@ -31,6 +31,7 @@ import time
 import gevent
 from gevent.queue import Queue
 
+from . import workers
 from .backend import Response, error_response, retryable
 from .errors import BackendError
 
@@ -89,7 +90,7 @@ class Fanout(object):
             endpoint, out_query, out_headers = request_of(output)
             send = _Send(output, endpoint, results)
             out_body = body if bodies is None else bodies[output]
-            gevent.spawn(run, send, out_query, out_body, out_headers)
+            workers.spawn(run, send, out_query, out_body, out_headers)
             sends.append(send)
         if not sends:
             return ALL_BACKLOGGED

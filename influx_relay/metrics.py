@@ -28,7 +28,7 @@ from prometheus_client.core import (
     HistogramMetricFamily,
 )
 
-from . import __version__
+from . import __version__, workers
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +184,12 @@ class RelayCollector(object):
             "Greenlets alive in the relay process (counted at scrape time): one that only "
             "grows is a leak.")
         greenlets.add_metric([], count_greenlets())
-        return [info, reloads, last_ok, greenlets]
+        idle = GaugeMetricFamily(
+            PREFIX + "idle_workers",
+            "Greenlets kept to run the next backend requests, waiting (at most %d)."
+            % workers.MAX_IDLE)
+        idle.add_metric([], workers.idle())
+        return [info, reloads, last_ok, greenlets, idle]
 
     def _http(self):
         requests = CounterMetricFamily(
@@ -308,13 +313,15 @@ class RelayCollector(object):
 
 
 def count_greenlets():
-    """Greenlets not yet finished, the hub and the main one included.
+    """Greenlets not yet finished, the hub and the main one included, but not
+    the workers waiting for a job (see :mod:`.workers`).
 
     gevent keeps no registry of its greenlets, so this walks the objects the
     garbage collector tracks: about 8 ms per 100,000 objects, only when
     /metrics is scraped, never on the data path.
     """
-    return sum(1 for o in gc.get_objects() if isinstance(o, greenlet) and not o.dead)
+    alive = sum(1 for o in gc.get_objects() if isinstance(o, greenlet) and not o.dead)
+    return alive - workers.idle()
 
 
 def _bound(value):

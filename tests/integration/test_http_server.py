@@ -8,7 +8,11 @@ the requests the server refuses itself (each with a JSON error, then closed).
 import json
 import socket
 
-from .conftest import http_config
+import gevent
+
+from influx_relay import workers
+
+from .conftest import eventually, http_config
 
 
 def port_of(r):
@@ -243,3 +247,25 @@ def test_an_error_in_the_application_is_a_500_and_the_relay_goes_on(relay, backe
     assert closed(s)
     assert "boom" in caplog.text
     assert r.write(b"cpu v=1 1").status == 204
+
+
+def test_sends_run_on_reused_workers(relay, backends):
+    a, b = backends(), backends()
+    r = relay(http_config(a, b))
+    assert r.write(b"cpu v=0 1").status == 204
+    eventually(lambda: workers.idle() >= 2)
+    made = []
+    real_spawn = gevent.spawn
+
+    def counting_spawn(*args, **kwargs):
+        made.append(args[0])
+        return real_spawn(*args, **kwargs)
+
+    gevent.spawn, spawned = counting_spawn, made
+    try:
+        for i in range(20):
+            assert r.write(b"cpu v=%d %d" % (i, i + 2)).status == 204
+    finally:
+        gevent.spawn = real_spawn
+    assert spawned == []  # no greenlet made per send: the workers of earlier sends ran them
+    assert len(a.bodies) == len(b.bodies) == 21
