@@ -47,6 +47,8 @@ def _work(waiter):
             function(*args)
         except Exception:  # a bug: say so, and keep the worker
             log.exception("unexpected error in %r", function)
+        # A waiting worker must not keep its last job's body alive.
+        function = args = None
         if len(_idle) >= MAX_IDLE:
             return
         waiter = Waiter()

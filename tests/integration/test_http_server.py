@@ -269,3 +269,23 @@ def test_sends_run_on_reused_workers(relay, backends):
         gevent.spawn = real_spawn
     assert spawned == []  # no greenlet made per send: the workers of earlier sends ran them
     assert len(a.bodies) == len(b.bodies) == 21
+
+
+def test_waiting_workers_hold_no_body(relay, backends):
+    """A worker waiting for its next job must not keep the last write's body
+    alive: 64 clients' 1 MB writes would otherwise stay in memory when idle."""
+    import gc
+    from greenlet import greenlet
+
+    r = relay(http_config(backends(), backends()))
+    body = b"\n".join(b"cpu,i=%d v=%di %d" % (i, i, i + 1) for i in range(20000))
+    assert r.write(body).status == 204
+    eventually(lambda: workers.idle() >= 2)
+    waiting = [g for g in gc.get_objects()
+               if isinstance(g, greenlet) and g.gr_frame is not None
+               and g.gr_frame.f_code is workers._work.__code__]
+    assert len(waiting) >= 2
+    for g in waiting:
+        held = [v for v in g.gr_frame.f_locals.values()
+                if isinstance(v, tuple) and any(isinstance(x, bytes) and len(x) > 1000 for x in v)]
+        assert held == []
