@@ -11,6 +11,7 @@ import json
 import logging
 import re
 import sys
+import time
 
 FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -91,3 +92,51 @@ def setup(verbose=False, fmt="text", stream=None):
     # urllib3 speaks of every connection it opens at DEBUG: too much even for -v.
     logging.getLogger("urllib3").setLevel(logging.WARNING)
     return handler
+
+
+class Throttled(object):
+    """A log call for an event that can repeat thousands of times a second
+    (a flood of bad datagrams): at most one record per ``interval`` seconds;
+    the next one says how many like it were left out meanwhile."""
+
+    def __init__(self, logger, level=logging.WARNING, interval=10.0):
+        self.logger = logger
+        self.level = level
+        self.interval = interval
+        self._next = 0.0
+        self._skipped = 0
+
+    def __call__(self, msg, *args):
+        now = time.monotonic()
+        if now < self._next:
+            self._skipped += 1
+            return
+        self._next = now + self.interval
+        if self._skipped:
+            msg += " (and %d more like it in the last %gs, not logged)"
+            args += (self._skipped, self.interval)
+            self._skipped = 0
+        self.logger.log(self.level, msg, *args)
+
+
+def route_hub_errors(hub):
+    """Log, through the handlers :func:`setup` made, the error of a greenlet that
+    nobody waits for (a bug), which gevent's ``hub`` would print raw on stderr:
+    one record, redacted, and JSON with ``--log-format json``."""
+    logger = logging.getLogger("gevent.hub")
+
+    def print_exception(context, t, v, tb):
+        try:
+            if context is not None and not isinstance(context, str):
+                try:
+                    context = hub.format_context(context)
+                except Exception:
+                    context = repr(context)
+            if v is None:
+                logger.error("uncaught %s in %s", getattr(t, "__name__", t), context or "the hub")
+            else:
+                logger.error("uncaught error in %s", context or "the hub", exc_info=(t, v, tb))
+        except Exception:  # a log line must never take the relay down
+            pass
+
+    hub.print_exception = print_exception

@@ -7,7 +7,7 @@ import time
 from gevent import socket as gsocket
 from gevent.server import DatagramServer
 
-from . import lineprotocol
+from . import lineprotocol, logs
 from .errors import LineProtocolError
 
 log = logging.getLogger(__name__)
@@ -25,6 +25,7 @@ class UDPOutput(object):
         self.sock = gsocket.socket(family, socket.SOCK_DGRAM)
         self.sent = 0
         self.dropped = 0
+        self._warn = logs.Throttled(log)
 
     def __str__(self):
         return self.name
@@ -33,17 +34,15 @@ class UDPOutput(object):
         payloads, too_long = lineprotocol.pack(lines, self.mtu)
         if too_long:
             self.dropped += too_long
-            log.warning(
-                "udp output %s: dropped %d line(s) longer than its mtu (%d bytes)",
-                self, too_long, self.mtu,
-            )
+            self._warn("udp output %s: dropped %d line(s) longer than its mtu (%d bytes)",
+                       self, too_long, self.mtu)
         for payload in payloads:
             try:
                 self.sock.sendto(payload, self.address)
                 self.sent += 1
             except OSError as e:
                 self.dropped += 1
-                log.warning("udp output %s: send failed: %s", self, e)
+                self._warn("udp output %s: send failed: %s", self, e)
 
     def close(self):
         self.sock.close()
@@ -63,6 +62,7 @@ class UDPListener(DatagramServer):
         self.outputs = tuple(outputs) if outputs is not None else tuple(UDPOutput(o) for o in cfg.outputs)
         self.malformed = 0
         self.received = 0
+        self._warn_malformed = logs.Throttled(log)
 
     def init_socket(self):
         super().init_socket()
@@ -84,7 +84,7 @@ class UDPListener(DatagramServer):
             lines, _ = lineprotocol.scan(data, ts)
         except LineProtocolError as e:
             self.malformed += 1
-            log.warning("udp %s: dropped a datagram from %s: %s", self.name, address[0], e)
+            self._warn_malformed("udp %s: dropped a datagram from %s: %s", self.name, address[0], e)
             return
         if not lines:
             return

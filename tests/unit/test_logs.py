@@ -79,3 +79,43 @@ def test_text_lines_are_redacted_too():
     out = stream.getvalue()
     assert "p=***" in out and "s3cret" not in out
     assert " DEBUG gevent.pywsgi: " in out
+
+
+def test_throttled_logs_one_record_per_interval_and_counts_the_rest(monkeypatch, caplog):
+    now = [100.0]
+    monkeypatch.setattr(logs.time, "monotonic", lambda: now[0])
+    warn = logs.Throttled(logging.getLogger("t"), interval=10.0)
+    with caplog.at_level(logging.WARNING, logger="t"):
+        for i in range(1000):
+            warn("bad datagram %d from %s", i, "10.0.0.1")
+        now[0] += 10.5
+        warn("bad datagram %d from %s", 1000, "10.0.0.1")
+        warn("bad datagram %d from %s", 1001, "10.0.0.1")
+    assert [r.getMessage() for r in caplog.records] == [
+        "bad datagram 0 from 10.0.0.1",
+        "bad datagram 1000 from 10.0.0.1 (and 999 more like it in the last 10s, not logged)",
+    ]
+
+
+def test_an_error_in_a_greenlet_nobody_waits_for_is_one_redacted_json_record(monkeypatch):
+    import gevent
+
+    stream = io.StringIO()
+    handler = logs.setup(fmt="json", stream=stream)
+    hub = gevent.get_hub()
+    monkeypatch.setattr(hub, "print_exception", hub.print_exception)  # undone after the test
+    logs.route_hub_errors(hub)
+    try:
+        def bug():
+            raise ValueError("lost /write?db=x&p=s3cret")
+
+        gevent.spawn(bug).join()
+    finally:
+        logging.getLogger().removeHandler(handler)
+    records = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert len(records) == 1, stream.getvalue()
+    record = records[0]
+    assert record["level"] == "ERROR" and record["logger"] == "gevent.hub"
+    assert "uncaught error in" in record["message"]
+    assert "ValueError: lost /write?db=x&p=***" in record["exception"]
+    assert "s3cret" not in stream.getvalue()
