@@ -64,6 +64,8 @@ def check(config_path):
             click.echo(
                 "  -> %s: %s%s (timeout %gs)" % (o.name, o.base_url, write, o.timeout)
             )
+            for f in o.filters:
+                click.echo("       filter %r: %s" % (f.name, _describe_filter(f)))
     for listener in cfg.udp:
         click.echo(
             "udp listener %r on %s (precision %s)"
@@ -71,6 +73,16 @@ def check(config_path):
         )
         for o in listener.outputs:
             click.echo("  -> %s: %s (mtu %d)" % (o.name, o.location, o.mtu))
+
+
+def _describe_filter(f):
+    """What a [[filter]] lets through, as the config says it."""
+    parts = []
+    if f.measurement_expression is not None:
+        parts.append("measurement =~ /%s/" % f.measurement_expression.pattern)
+    if f.tag_expression is not None:
+        parts.append("tag keys =~ /%s/" % f.tag_expression.pattern)
+    return " and ".join(parts) or "every point"
 
 
 def _load(path):

@@ -46,6 +46,24 @@ def test_check_prints_listeners_and_outputs(good_config):
     assert "a: http://127.0.0.1:8086/write" in r.stdout
 
 
+def test_check_prints_each_outputs_filters(tmp_path):
+    path = tmp_path / "relay.toml"
+    path.write_text(
+        '[[http]]\nname = "h"\nbind-addr = "127.0.0.1:0"\n'
+        'output = [{ name = "a", location = "http://127.0.0.1:8086/write" },\n'
+        '          { name = "b", location = "http://127.0.0.1:8087/write" }]\n'
+        '[[filter]]\nname = "cpu-only"\nmeasurement-expression = "^cpu$"\n'
+        'tag-expression = "^(host|region)$"\noutputs = ["b"]\n'
+    )
+    r = run_cli("check", "--config", str(path))
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    at = lines.index("  -> b: http://127.0.0.1:8087/write (timeout 10s)")
+    assert lines[at + 1] == ("       filter 'cpu-only': measurement =~ /^cpu$/ and "
+                             "tag keys =~ /^(host|region)$/")
+    assert "filter" not in lines[at - 1]  # a: no filter, every point
+
+
 def test_config_path_from_the_environment(good_config):
     r = run_cli("check", env={"INFLUX_RELAY_CONFIG": good_config})
     assert r.returncode == 0, r.stderr
