@@ -485,7 +485,7 @@ fail() { echo "FAIL: \$*"; journalctl -u influxdb-relay --no-pager | tail -20; e
 active() { systemctl is-active --quiet influxdb-relay; }
 mainpid() { systemctl show -p MainPID --value influxdb-relay; }
 wait_active() { for i in \$(seq 50); do active && return 0; sleep 0.2; done; return 1; }
-# Type=exec: active before it listens; the helper retries refused connections.
+# Type=notify: active once it listens (the helper still retries refused connections).
 write() { /usr/local/sbin/ci-http write "http://127.0.0.1:$RELAY_PORT/write?db=ci" "\$1" 10; }
 systemctl is-enabled influxdb-relay || fail "not enabled"
 wait_active || fail "not started at boot"

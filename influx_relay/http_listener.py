@@ -523,6 +523,15 @@ def _respond(start_response, response, extra=()):
     return [response.body] if response.body else []
 
 
+def tls_context(cfg):
+    """The server-side TLS context of a listener: TLS 1.2 and up, with the
+    certificate and key read from ``ssl-combined-pem`` now."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cfg.ssl_combined_pem)
+    return ctx
+
+
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
@@ -537,23 +546,23 @@ class HTTPListener(object):
         if cfg.admin_enabled and cfg.admin_token is None and cfg.host not in _LOOPBACK:
             log.warning("http listener %r: /admin is enabled without admin-token: any client "
                         "that reaches %s can run queries on every backend", cfg.name, cfg.bind_addr)
-        ctx = None
-        if cfg.ssl_combined_pem:
-            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-            ctx.load_cert_chain(cfg.ssl_combined_pem)
         self.server = HTTPServer(
             sock if sock is not None else (cfg.host, cfg.port),
             self.app,
             read_timeout=cfg.read_timeout,
             max_connections=MAX_CONNECTIONS,
-            ssl_context=ctx,
+            ssl_context=tls_context(cfg) if cfg.ssl_combined_pem else None,
             headers=_COMMON,
         )
 
     @property
     def address(self):
         return self.server.address
+
+    def use_tls_context(self, ctx):
+        """Serve new connections with ``ctx`` (a certificate renewed in place);
+        connections already open keep theirs."""
+        self.server.wrap_socket = ctx.wrap_socket
 
     def start(self):
         self.server.start()

@@ -4,18 +4,19 @@ import dataclasses
 import logging
 import os
 import signal
+import ssl
 
 import gevent
 from gevent import socket as gsocket
 from gevent.event import Event
 from gevent.lock import Semaphore
 
-from . import config as config_mod
+from . import config as config_mod, logs, systemd
 from .backend import HTTPBackend
 from .buffer import make_buffer
 from .errors import RelayError
 from .fanout import Fanout
-from .http_listener import HTTPListener, WriteApp
+from .http_listener import HTTPListener, WriteApp, tls_context
 from .metrics import Metrics, RequestCounter
 from .output import Output
 from .udp_listener import UDPListener, UDPOutput
@@ -138,9 +139,14 @@ class Relay(object):
         http_plan = _match(self.http, new.http)
         udp_plan = _match(self.udp, new.udp)
         built, bound, outputs_made = [], [], []
+        renewed = []  # (listener kept, its TLS context read again)
         try:
             http_steps = []
             for cfg, old in http_plan:
+                if old is not None and cfg.ssl_combined_pem \
+                        and old.cfg.ssl_combined_pem == cfg.ssl_combined_pem:
+                    # The same path may hold a renewed certificate: read it again.
+                    renewed.append((old, _tls_context(cfg)))
                 if old is not None and old.cfg == cfg:
                     http_steps.append(("keep", cfg, old, None, ()))
                     continue
@@ -188,6 +194,10 @@ class Relay(object):
             raise RelayError("cannot build the new config: %s" % e)
 
         # From here nothing fails: swap the new parts in.
+        for listener, ctx in renewed:
+            listener.use_tls_context(ctx)
+            log.info("reload: http listener %r: certificate read again from %s",
+                     listener.cfg.name, listener.cfg.ssl_combined_pem)
         changes = 0
         retire_listeners, retire_outputs = [], []
         kept_http = set()
@@ -369,6 +379,14 @@ def _log_outputs(kind, listener, old, new):
             log.info("reload: %s listener %r: output %r removed", kind, listener, name)
 
 
+def _tls_context(cfg):
+    try:
+        return tls_context(cfg)
+    except (OSError, ssl.SSLError) as e:
+        raise RelayError("http listener %r: cannot load ssl-combined-pem %s: %s"
+                         % (cfg.name, cfg.ssl_combined_pem, e))
+
+
 def _counts(config):
     outputs = sum(len(listener.outputs) for listener in config.http + config.udp)
     return "%d http listener(s), %d udp listener(s), %d output(s)" % (
@@ -416,17 +434,27 @@ def _outputs(cfg, only=None):
 def run(config):
     """Run the relay until SIGTERM or SIGINT; SIGHUP reloads the config. Returns
     the exit status."""
+    logs.route_hub_errors(gevent.get_hub())
     log.info("config %s loaded: %s", config.path, _counts(config))
     relay = Relay(config)
     relay.start()
+    systemd.notify("READY=1", "STATUS=%s" % _counts(config))
 
     def on_signal(signum):
         log.info("received %s", signal.Signals(signum).name)
+        systemd.notify("STOPPING=1")
         gevent.spawn(relay.stop)
+
+    def reload():
+        systemd.reloading()
+        try:
+            relay.reload()
+        finally:
+            systemd.notify("READY=1", "STATUS=%s" % _counts(relay.config))
 
     def on_hup():
         log.info("received SIGHUP: reloading %s", relay.config.path)
-        gevent.spawn(relay.reload)
+        gevent.spawn(reload)
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         gevent.signal_handler(signum, on_signal, signum)

@@ -1,6 +1,7 @@
 """Operating the real relay process: SIGHUP reloads, /metrics, logs."""
 
 import signal
+import socket
 import threading
 import time
 
@@ -115,3 +116,41 @@ def test_metrics_count_what_was_sent(influxd_pair, db, relay_factory, relay_port
         assert m[("influx_relay_output_write_duration_seconds_count", key)] == 8
         assert m[("influx_relay_backend_up", key)] == 1
     assert m[("process_resident_memory_bytes", ())] > 0
+
+
+def test_systemd_hears_ready_reloading_and_stopping(tmp_path, monkeypatch, relay_factory,
+                                                    relay_port, influxd_pair):
+    """Under Type=notify: READY=1 only once the relay answers, RELOADING=1 then
+    READY=1 around a SIGHUP, STOPPING=1 on SIGTERM (systemd's sd_notify)."""
+    path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(10)
+    monkeypatch.setenv("NOTIFY_SOCKET", path)
+    heard = []
+
+    def next_message():
+        message = sock.recv(4096).decode()
+        heard.append(message)
+        return message.split("\n")
+
+    try:
+        relay = relay_factory(http_relay_config(relay_port, influxd_pair), relay_port,
+                              wait_http=False)
+        ready = next_message()
+        assert "READY=1" in ready
+        assert request("GET", relay.url + "/ping").status == 204  # listening by then
+        assert any(s.startswith("STATUS=") for s in ready)
+
+        relay.proc.send_signal(signal.SIGHUP)
+        reloading = next_message()
+        assert "RELOADING=1" in reloading
+        assert any(s.startswith("MONOTONIC_USEC=") for s in reloading)
+        assert "READY=1" in next_message()
+
+        relay.proc.send_signal(signal.SIGTERM)
+        assert next_message() == ["STOPPING=1"]
+        assert relay.proc.wait(15) == 0
+    finally:
+        sock.close()
+    print(heard)

@@ -6,6 +6,7 @@ in tests/integration/test_api.py.)
 """
 
 import http.client
+import signal
 import socket
 import ssl
 import subprocess
@@ -192,3 +193,59 @@ def test_skip_tls_verification_logs_a_warning_at_start(tmp_path):
     warnings = [line for line in stderr.splitlines() if "skip-tls-verification" in line]
     assert len(warnings) == 1
     assert "WARNING" in warnings[0] and "insecure" in warnings[0]
+
+
+def _self_signed(d, name):
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-keyout", "%s.key" % name, "-out", "%s.crt" % name, "-subj", "/CN=%s" % name,
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True, cwd=str(d))
+    return (d / ("%s.crt" % name)).read_bytes() + (d / ("%s.key" % name)).read_bytes()
+
+
+def _served_subject(port):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with socket.create_connection((HOST, port), timeout=5) as raw:
+        with ctx.wrap_socket(raw) as tls:
+            der = tls.getpeercert(binary_form=True)
+    text = subprocess.run(["openssl", "x509", "-inform", "DER", "-noout", "-subject"],
+                          input=der, capture_output=True, check=True).stdout.decode()
+    return text.strip()
+
+
+def test_sighup_reads_a_certificate_renewed_at_the_same_path(tmp_path):
+    """A renewal tool (certbot, say) replaces the PEM in place and reloads: new
+    connections get the new certificate, with no restart and no lost write."""
+    combined = tmp_path / "relay.pem"
+    combined.write_bytes(_self_signed(tmp_path, "first-cert"))
+    backend = _NoContent()
+    port = free_port()
+    config = ('[[http]]\nname = "tls"\nbind-addr = "%s:%d"\nssl-combined-pem = "%s"\n'
+              'output = [ { name = "a", location = "http://%s:%d/write" } ]\n'
+              % (HOST, port, combined, HOST, backend.port))
+    relay = Relay(tmp_path / "relay", config, port).start(wait_http=False)
+    try:
+        wait_until(lambda: _served_subject(port), 15, what="the relay serving TLS")
+        assert "first-cert" in _served_subject(port)
+        combined.write_bytes(_self_signed(tmp_path, "renewed-cert"))
+        relay.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: "certificate read again" in relay.stderr(), 10,
+                   what="the reload log line")
+        assert "renewed-cert" in _served_subject(port)
+
+        # A renewal that left a broken file: the reload is refused, the old
+        # certificate stays in use.
+        combined.write_bytes(b"not a certificate\n")
+        relay.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: "reload rejected" in relay.stderr(), 10, what="the rejection")
+        assert "cannot load ssl-combined-pem" in relay.stderr()
+        assert "renewed-cert" in _served_subject(port)
+        stderr = relay.stderr()
+    finally:
+        status = relay.stop()
+        backend.close()
+    assert "Traceback" not in stderr, stderr[-3000:]
+    assert status == 0
