@@ -493,6 +493,10 @@ pid=\$(mainpid)
 [ "\$(ps -o user= -p "\$pid")" = influxdb-relay ] || fail "runs as \$(ps -o user= -p "\$pid")"
 [ "\$(write 'package_sh,step=systemd value=5i')" = 204 ] || fail "write"
 echo "started at boot as influxdb-relay (pid \$pid); a write: 204"
+# Type=notify: the status line is the relay's own READY=1 message.
+status=\$(systemctl show -p StatusText --value influxdb-relay)
+case \$status in *"http listener(s)"*) ;; *) fail "no READY status from the relay: '\$status'" ;; esac
+echo "systemd heard the relay: \$status"
 systemctl reload influxdb-relay || fail "reload"
 sleep 2
 active && [ "\$(mainpid)" = "\$pid" ] || fail "reload did not keep the relay running"
