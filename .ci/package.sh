@@ -203,6 +203,9 @@ rpm -qp --qf '[%{FILEMODES:perms} %{FILEUSERNAME}:%{FILEGROUPNAME} %{FILENAMES}\
 	grep -qx 'drwxr-x--- influxdb-relay:influxdb-relay /var/lib/influxdb-relay' ||
 	fail "/var/lib/influxdb-relay is not the relay user's"
 rpm -qp --scripts "$RPM" | grep -q 'useradd -r -g influxdb-relay' || fail "%pre does not add the user"
+rpm -qp --qf '[%{FILEMODES:perms} %{FILEUSERNAME}:%{FILEGROUPNAME} %{FILENAMES}\n]' "$RPM" |
+	grep -qx -- '-rw-r----- root:influxdb-relay /etc/influxdb-relay/influxdb-relay.conf' ||
+	fail "the config is not 0640 root:influxdb-relay"
 
 # ---------------------------------------------------------------------------
 say "a second .deb, one version up, to upgrade to"
@@ -324,6 +327,8 @@ inroot getent group influxdb-relay >/dev/null || fail "no group influxdb-relay"
 	fail "/var/lib/influxdb-relay: $(inroot stat -c '%U:%G %a' /var/lib/influxdb-relay)"
 [ ! -d "$ROOT/home/influxdb-relay" ] || fail "a home directory was made"
 inroot dpkg-query -W -f='${Conffiles}\n' influxdb-relay | grep -q " $CONF " || fail "$CONF is not a conffile"
+[ "$(inroot stat -c '%U:%G %a' "$CONF")" = "root:influxdb-relay 640" ] ||
+	fail "$CONF: $(inroot stat -c '%U:%G %a' "$CONF") (it may hold credentials)"
 ls "$ROOT"/etc/rc2.d/S*influxdb-relay >/dev/null || fail "update-rc.d did not enable the init script"
 # The shipped config is valid with Debian 12's libraries and listens on loopback only.
 inroot influx-relay check --config "$CONF" | tee "$WORK/check.out"
