@@ -139,24 +139,20 @@ def _scan_plain(body, ts):
     out = []
     append = out.append
     for line in lines:
-        parts = line.split(b" ")
-        n = len(parts)
-        key = parts[0]
+        # key, fields and what follows: the timestamp, or nothing (a line with a
+        # fourth part has a space in ``tail``, which is then not all digits).
+        key, _, rest = line.partition(b" ")
+        fields, space, tail = rest.partition(b" ")
         # 35 and 44: "#" (a comment) and "," (no measurement); 61: "=" (no field key)
-        if not key or key[0] in (35, 44):
+        if not key or key[0] in (35, 44) or b"=" not in fields or fields[0] == 61:
             return None
-        fields = parts[1] if n > 1 else b""
-        if b"=" not in fields or fields[0] == 61:
-            return None
-        if n == 3:
-            if not parts[2].isdigit():
+        if space:
+            if not tail.isdigit():
                 return None
             append(line)
-        elif n == 2:
+        else:
             append(line + stamp)
             changed = True
-        else:
-            return None
     return out, changed
 
 
