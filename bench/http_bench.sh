@@ -15,7 +15,9 @@
 #   PEAK="5000x64" ("" to skip)  WRK_CPU=1 (wrk's CPU list, "" = unpinned)  SHARED_BENCH
 #   (default ../shared/bench next to the repo)  BENCH_WORK (where configs, logs and raw wrk
 #   output go; default a new /tmp/influx-relay-http_bench.XXXXXX, kept)  RELAY_PORT SINK_PORTS
-#   RELAY_REV (measure that commit instead of the working tree)  WAIT_QUIET (see bench/README.md).
+#   RELAY_REV (measure that commit instead of the working tree)  WAIT_QUIET (see bench/README.md)
+#   RELAY_COPIES=1 (N > 1: an experiment, N relay processes sharing the port with SO_REUSEPORT;
+#   see bench/reuseport_relay.py)
 # Quick run: DURATION=3 WARMUP=1 bash bench/http_bench.sh
 set -eu
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"

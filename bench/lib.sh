@@ -198,8 +198,13 @@ start_relay() {
     local conf=$1 port=${2:-}
     RELAY_RUNS=$((RELAY_RUNS + 1))
     RELAY_LOG=$WORK/relay.$RELAY_RUNS.log
-    (cd "$RELAY_SRC" && PYTHONPATH=$RELAY_SRC${PYTHONPATH:+:$PYTHONPATH} exec "$PY" -m influx_relay run --config "$conf") \
-        </dev/null >"$RELAY_LOG" 2>&1 &
+    if [ "${RELAY_COPIES:-1}" -gt 1 ]; then  # an experiment: see bench/reuseport_relay.py
+        (cd "$RELAY_SRC" && PYTHONPATH=$RELAY_SRC${PYTHONPATH:+:$PYTHONPATH} \
+            exec "$PY" "$REPO/bench/reuseport_relay.py" "$RELAY_COPIES" "$conf") </dev/null >"$RELAY_LOG" 2>&1 &
+    else
+        (cd "$RELAY_SRC" && PYTHONPATH=$RELAY_SRC${PYTHONPATH:+:$PYTHONPATH} exec "$PY" -m influx_relay run --config "$conf") \
+            </dev/null >"$RELAY_LOG" 2>&1 &
+    fi
     RELAY_PID=$!
     if [ -n "$port" ]; then
         wait_ping "$port" "$RELAY_PID" "$RELAY_LOG" "influx-relay" || return 1
