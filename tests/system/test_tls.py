@@ -5,6 +5,7 @@ clients; and the warning that skip-tls-verification logs at start.
 in tests/integration/test_api.py.)
 """
 
+import contextlib
 import http.client
 import signal
 import socket
@@ -31,20 +32,17 @@ def pem(tmp_path_factory):
     return combined, d / "cert.pem"
 
 
-@pytest.fixture(scope="module")
-def tls_relay(tmp_path_factory, pem):
-    """A relay serving HTTPS (read-timeout 1s) whose one output always answers 204."""
-    d = tmp_path_factory.mktemp("tls-relay")
+@contextlib.contextmanager
+def https_relay(directory, combined_pem, extra=""):
+    """A relay serving HTTPS with ``combined_pem``, whose one output always
+    answers 204; it must stop cleanly (exit 0, no traceback)."""
     backend = _NoContent()
     port = free_port()
-    config = ('[[http]]\nname = "tls"\nbind-addr = "%s:%d"\nssl-combined-pem = "%s"\n'
-              'read-timeout = "1s"\n'
+    config = ('[[http]]\nname = "tls"\nbind-addr = "%s:%d"\nssl-combined-pem = "%s"\n%s'
               'output = [ { name = "a", location = "http://%s:%d/write" } ]\n'
-              % (HOST, port, pem[0], HOST, backend.port))
-    relay = Relay(d, config, port).start(wait_http=False)
+              % (HOST, port, combined_pem, extra, HOST, backend.port))
+    relay = Relay(directory, config, port).start(wait_http=False)
     try:
-        wait_until(lambda: https(port, pem[1], "GET", "/ping")[0] == 204, 15,
-                   what="the relay answering /ping over TLS")
         yield relay
         stderr = relay.stderr()
     finally:
@@ -52,6 +50,16 @@ def tls_relay(tmp_path_factory, pem):
         backend.close()
     assert "Traceback" not in stderr, stderr[-3000:]
     assert status == 0
+
+
+@pytest.fixture(scope="module")
+def tls_relay(tmp_path_factory, pem):
+    """A relay serving HTTPS (read-timeout 1s) whose one output always answers 204."""
+    with https_relay(tmp_path_factory.mktemp("tls-relay"), pem[0],
+                     'read-timeout = "1s"\n') as relay:
+        wait_until(lambda: https(relay.port, pem[1], "GET", "/ping")[0] == 204, 15,
+                   what="the relay answering /ping over TLS")
+        yield relay
 
 
 class _NoContent:
@@ -221,13 +229,8 @@ def test_sighup_reads_a_certificate_renewed_at_the_same_path(tmp_path):
     connections get the new certificate, with no restart and no lost write."""
     combined = tmp_path / "relay.pem"
     combined.write_bytes(_self_signed(tmp_path, "first-cert"))
-    backend = _NoContent()
-    port = free_port()
-    config = ('[[http]]\nname = "tls"\nbind-addr = "%s:%d"\nssl-combined-pem = "%s"\n'
-              'output = [ { name = "a", location = "http://%s:%d/write" } ]\n'
-              % (HOST, port, combined, HOST, backend.port))
-    relay = Relay(tmp_path / "relay", config, port).start(wait_http=False)
-    try:
+    with https_relay(tmp_path / "relay", combined) as relay:
+        port = relay.port
         wait_until(lambda: _served_subject(port), 15, what="the relay serving TLS")
         assert "first-cert" in _served_subject(port)
         combined.write_bytes(_self_signed(tmp_path, "renewed-cert"))
@@ -243,9 +246,3 @@ def test_sighup_reads_a_certificate_renewed_at_the_same_path(tmp_path):
         wait_until(lambda: "reload rejected" in relay.stderr(), 10, what="the rejection")
         assert "cannot load ssl-combined-pem" in relay.stderr()
         assert "renewed-cert" in _served_subject(port)
-        stderr = relay.stderr()
-    finally:
-        status = relay.stop()
-        backend.close()
-    assert "Traceback" not in stderr, stderr[-3000:]
-    assert status == 0
