@@ -1,6 +1,7 @@
 """One InfluxDB server the relay writes to, over pooled keep-alive connections."""
 
 import base64
+import ipaddress
 import json
 import logging
 import re
@@ -191,6 +192,15 @@ class KeepAlivePool(object):
     def __init__(self, host, port, size, timeout):
         self.address = (host, port)
         self.host_header = ("[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port))
+        # An IP address is connected to as it is: gevent resolves every other
+        # host name in a thread pool, a wait (and a hop to another thread) that
+        # an address does not need.
+        try:
+            version = ipaddress.ip_address(host).version
+        except ValueError:
+            self.family = None
+        else:
+            self.family = socket.AF_INET6 if version == 6 else socket.AF_INET
         self.size = size
         self.connect_timeout = timeout
         self.idle = []
@@ -215,10 +225,22 @@ class KeepAlivePool(object):
                 # Closed by the server while idle (a restart, an idle timeout):
                 # so are the other idle ones, most likely.
                 self.close_idle()
-        sock = gsocket.create_connection(self.address, timeout=self.connect_timeout)
+        sock = self._connect()
         sock.settimeout(None)  # the caller's Timeout bounds the whole exchange
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return self._exchange(sock, head, body, fresh=True)
+
+    def _connect(self):
+        if self.family is None:
+            return gsocket.create_connection(self.address, timeout=self.connect_timeout)
+        sock = gsocket.socket(self.family, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.connect_timeout)
+            sock.connect(self.address)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
     def _exchange(self, sock, head, body, fresh=False):
         answered = False

@@ -156,3 +156,26 @@ def test_refused_and_hanging(scripted):
             post(hang.backend(timeout=0.2))
     finally:
         hang.stop()
+
+
+def test_an_ip_address_is_connected_to_without_the_resolver(scripted, monkeypatch):
+    """gevent resolves host names in a thread pool: an IP address skips it (and a
+    refused connection is then known at once), a host name still goes through it."""
+    import gevent.socket
+
+    asked = []
+    real = gevent.socket.getaddrinfo
+
+    def counting(*args, **kwargs):
+        asked.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(gevent.socket, "getaddrinfo", counting)
+    s = scripted()
+    assert post(s.backend()).status == 204
+    assert asked == []
+    port = s.server.address[1]
+    named = HTTPBackend(HTTPOutput(name="n", location="http://localhost:%d" % port, scheme="http",
+                                   host="localhost", port=port, endpoints=Endpoints()))
+    assert post(named).status == 204
+    assert asked == ["localhost"]
