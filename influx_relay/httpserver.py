@@ -37,6 +37,7 @@ import logging
 import socket
 import time
 from email.utils import formatdate
+from http import HTTPStatus
 from urllib.parse import unquote
 
 import gevent
@@ -480,8 +481,7 @@ class HTTPServer(StreamServer):
         """Answer a request the server refuses itself; the connection then closes."""
         body = json.dumps({"error": message}).encode() + b"\n"
         headers = self.extra_headers + [("Content-Type", _JSON)]
-        reason = {400: "Bad Request", 408: "Request Timeout", 414: "URI Too Long",
-                  500: "Internal Server Error"}.get(status, "Error")
+        reason = HTTPStatus(status).phrase
         try:
             head, _ = self._head("%d %s" % (status, reason), headers, body, False, "HTTP/1.1")
             sock.sendall(head + body)
