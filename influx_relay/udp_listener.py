@@ -12,6 +12,10 @@ from .errors import LineProtocolError
 
 log = logging.getLogger(__name__)
 
+#: The largest datagram a listener reads whole: a UDP payload is at most 65,507
+#: bytes over IPv4 and 65,527 over IPv6 (without jumbograms), so none is ever cut.
+MAX_DATAGRAM = 65536
+
 
 class UDPOutput(object):
     """A UDP destination, resolved once at start."""
@@ -66,6 +70,7 @@ class UDPListener(DatagramServer):
 
     def init_socket(self):
         super().init_socket()
+        self._datagram = bytearray(MAX_DATAGRAM)
         wanted = self.cfg.read_buffer
         if wanted:
             self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, wanted)
@@ -76,6 +81,15 @@ class UDPListener(DatagramServer):
                 log.warning("udp %s: read-buffer is %d bytes but the OS granted %d: raise "
                             "net.core.rmem_max (sysctl) to at least %d", self.name, wanted, got,
                             wanted)
+
+    def do_read(self):
+        """One datagram, whole. (gevent's DatagramServer reads 8192 bytes at most:
+        the rest of a larger datagram would be lost and its last line cut.)"""
+        try:
+            n, address = self._socket.recvfrom_into(self._datagram)
+        except BlockingIOError:
+            return None
+        return bytes(memoryview(self._datagram)[:n]), address
 
     def handle(self, data, address):
         self.received += 1

@@ -153,6 +153,13 @@ class UDPSink(DatagramServer):
     def location(self):
         return "127.0.0.1:%d" % self.server_port
 
+    def do_read(self):
+        # Whole datagrams, up to 64 KiB (gevent's own do_read reads 8192 bytes at most).
+        try:
+            return self._socket.recvfrom(65536)
+        except BlockingIOError:
+            return None
+
     def handle(self, data, address):
         self.datagrams.append(data)
 

@@ -3,6 +3,8 @@
 import socket
 import time
 
+import pytest
+
 from .conftest import eventually
 
 
@@ -63,3 +65,36 @@ def test_malformed_datagram_is_dropped_and_the_listener_keeps_going(relay, udp_s
     eventually(lambda: a.lines)
     assert a.lines == [b"cpu v=1 1"]
     assert r.relay.udp[0].malformed == 2
+
+
+def _datagram_of(size):
+    """A datagram of exactly ``size`` bytes: distinct timestamped lines, the last
+    one padded to fit (so a cut anywhere changes a line or loses one)."""
+    lines = []
+    total = 0
+    i = 0
+    while True:
+        line = b"big,n=%06d value=%di %d" % (i, i, 1700000000000000000 + i)
+        if total + len(line) + 1 > size - 80:
+            break
+        lines.append(line)
+        total += len(line) + 1
+        i += 1
+    pad = size - total - len(b'last s="" 1800000000000000000')
+    lines.append(b'last s="' + b"x" * pad + b'" 1800000000000000000')
+    data = b"\n".join(lines)
+    assert len(data) == size
+    return data, lines
+
+
+@pytest.mark.parametrize("size", [8192, 9 * 1024, 32 * 1024, 65507])
+def test_datagrams_up_to_the_largest_are_read_whole(relay, udp_sinks, size):
+    """Every line of a datagram of up to 65,507 bytes arrives as sent (gevent's
+    DatagramServer would read only its first 8192 bytes and cut a line in two)."""
+    a = udp_sinks()
+    r = relay(udp_config(a, mtu=65507))
+    data, lines = _datagram_of(size)
+    send(r, data)
+    eventually(lambda: len(a.lines) >= len(lines))
+    assert a.lines == lines
+    assert r.relay.udp[0].malformed == 0
