@@ -14,9 +14,11 @@ The mapping, from InfluxDB's own DBRP convention (1.8+ and 2.x):
   the write names no retention policy), unless the output sets ``bucket``;
 * a 2.x write to a 1.x output goes to the database and retention policy split
   from the bucket at its first "/" (``db`` alone when there is none);
-* precisions: ``n``/``ns`` <-> ``ns``, ``u``/``us`` <-> ``us``, ``ms`` and
-  ``s`` are the same. 1.x's ``m`` and ``h`` have no 2.x name: such a write is
-  refused before fan-out when the listener has a 2.x output;
+* precisions: 1.x's ``n`` (and ``ns``) <-> 2.x's ``ns``, ``u`` <-> ``us``,
+  ``ms`` and ``s`` are the same. A 1.x write with ``precision=us`` is read as
+  nanoseconds, as InfluxDB 1.x reads it, so it reaches a 2.x output as ``ns``.
+  1.x's ``m`` and ``h`` have no 2.x name: such a write is refused before
+  fan-out when the listener has a 2.x output;
 * credentials: an output's ``token`` replaces the client's. Without one, the
   client's ``Authorization`` header goes through, except that 1.x credentials
   (``p=`` or Basic auth) reach a 2.x output as ``Authorization: Token
@@ -32,10 +34,13 @@ from urllib.parse import parse_qsl, quote, urlencode
 from .backend import Response, error_response as v1_error_response
 
 #: The precisions /api/v2/write accepts (InfluxDB 2.x: ns, us, ms, s).
-PRECISIONS = ("ns", "us", "ms", "s")
 BAD_PRECISION = "invalid precision; valid precision units are ns, us, ms, and s"
 
-_V1_TO_V2 = {"n": "ns", "ns": "ns", "u": "us", "us": "us", "ms": "ms", "s": "s"}
+#: Nanoseconds per unit of each precision /api/v2/write accepts (2.x: ns, us, ms, s).
+PRECISION_NS = {"ns": 1, "us": 1000, "ms": 1000 ** 2, "s": 1000 ** 3}
+
+# 1.x reads "us" (and "ns") as nanoseconds: see lineprotocol.PRECISION_NS.
+_V1_TO_V2 = {"n": "ns", "ns": "ns", "us": "ns", "u": "us", "ms": "ms", "s": "s"}
 _V2_TO_V1 = {"ns": "n", "us": "u", "ms": "ms", "s": "s"}
 
 _JSON = "application/json; charset=utf-8"

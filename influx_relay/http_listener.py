@@ -24,7 +24,7 @@ from urllib.parse import parse_qs, parse_qsl, quote, urlencode
 import gevent
 from gevent.event import Event
 
-from . import __version__, admin, apiv2, lineprotocol
+from . import __version__, admin, apiv2, lineprotocol, logs
 from .backend import Response, error_response
 from .fanout import WRITTEN
 from .errors import LineProtocolError
@@ -102,6 +102,7 @@ class WriteApp(object):
         }
         self.bounded = (self.write, self.write_v2, self.prom_write)
         self.budget = ByteBudget(MAX_BODY_BYTES_IN_FLIGHT)
+        self._warn_us = logs.Throttled(log)
 
     def __call__(self, environ, start_response):
         handler = self.routes.get(environ.get("PATH_INFO", ""))
@@ -247,6 +248,10 @@ class WriteApp(object):
             raise RequestError(
                 400, 'invalid precision "%s" (use n, u, ms, s, m or h)' % precision[:20]
             )
+        if precision == "us":
+            self._warn_us("write with precision=us from %s: InfluxDB 1.x reads it as "
+                          "nanoseconds (its microseconds are \"u\"), and so does the relay",
+                          environ.get("REMOTE_ADDR"))
         translate = None
         if self.has_v2_outputs:
             if not apiv2.v1_precision_has_v2_name(precision):
@@ -256,15 +261,16 @@ class WriteApp(object):
         if self.cfg.default_retention_policy and not params.get("rp", [""])[0]:
             query += "&rp=" + quote(self.cfg.default_retention_policy, safe="")
 
-        response = self.forward(environ, query, precision, received_ns, translate,
-                                "db=%s" % params["db"][0])
+        response = self.forward(environ, query, lineprotocol.PRECISION_NS[precision],
+                                received_ns, translate, "db=%s" % params["db"][0])
         return _respond(start_response, apiv2.as_v1(response))
 
-    def forward(self, environ, query, precision, received_ns, translate, what):
-        """Read, check, stamp (and filter) a write's body; send it; the client's Response."""
+    def forward(self, environ, query, unit_ns, received_ns, translate, what):
+        """Read, check, stamp (in units of ``unit_ns``) and filter a write's body;
+        send it; the client's Response."""
         body = self.read_body(environ)
         bodies = None
-        ts = lineprotocol.stamp(precision, received_ns)
+        ts = lineprotocol.stamp(unit_ns, received_ns)
         try:
             if self.router is None:
                 body, points = lineprotocol.prepare(body, ts)
@@ -320,15 +326,15 @@ class WriteApp(object):
         if not bucket:
             raise RequestError(400, "missing parameter: bucket")
         precision = params.get("precision", ["ns"])[0] or "ns"
-        if precision not in apiv2.PRECISIONS:
+        if precision not in apiv2.PRECISION_NS:
             raise RequestError(400, apiv2.BAD_PRECISION)
         translate = apiv2.FromV2(params, precision, self.cfg.default_retention_policy)
         if self.has_v1_outputs and not translate.db:
             raise RequestError(400, 'bucket "%s" names no database before "/" for the InfluxDB '
                                     "1.x outputs of this relay" % bucket[:100])
 
-        response = self.forward(environ, query, precision, received_ns, translate,
-                                "bucket=%s" % bucket)
+        response = self.forward(environ, query, apiv2.PRECISION_NS[precision], received_ns,
+                                translate, "bucket=%s" % bucket)
         return _respond(start_response, apiv2.as_v2(response))
 
     # -- /ready ----------------------------------------------------------------

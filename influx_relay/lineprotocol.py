@@ -14,12 +14,17 @@ import re
 
 from .errors import LineProtocolError
 
-#: Nanoseconds per unit of each precision InfluxDB 1.x accepts on /write.
+#: Nanoseconds per unit of each precision, as InfluxDB 1.x applies it to a
+#: /write request (or its UDP listener to its ``precision`` setting): "u", "ms",
+#: "s", "m" and "h" are that unit; anything else means nanoseconds. 1.x does not
+#: know "us" (2.x's name for microseconds): it reads such timestamps as
+#: nanoseconds, so the relay stamps those lines in nanoseconds too, and stores
+#: what InfluxDB would have stored had the client written to it directly.
 PRECISION_NS = {
     "n": 1,
     "ns": 1,
+    "us": 1,
     "u": 1000,
-    "us": 1000,
     "ms": 1000 ** 2,
     "s": 1000 ** 3,
     "m": 60 * 1000 ** 3,
@@ -42,9 +47,11 @@ _LINE = re.compile(
 _TIMESTAMP = re.compile(rb"-?[0-9]+\Z")
 
 
-def stamp(precision, now_ns):
-    """The timestamp, as bytes, for a line that arrived at ``now_ns``."""
-    return b"%d" % (now_ns // PRECISION_NS[precision])
+def stamp(unit_ns, now_ns):
+    """The timestamp, as bytes, for a line that arrived at ``now_ns``, in a
+    precision of ``unit_ns`` nanoseconds (a value of :data:`PRECISION_NS`, or of
+    the 2.x API's own table)."""
+    return b"%d" % (now_ns // unit_ns)
 
 
 def scan(body, ts):

@@ -63,6 +63,7 @@ class UDPListener(DatagramServer):
         self.cfg = cfg
         self.name = cfg.name
         self.precision = cfg.precision
+        self.unit_ns = lineprotocol.PRECISION_NS[cfg.precision]
         self.outputs = tuple(outputs) if outputs is not None else tuple(UDPOutput(o) for o in cfg.outputs)
         self.malformed = 0
         self.received = 0
@@ -93,7 +94,7 @@ class UDPListener(DatagramServer):
 
     def handle(self, data, address):
         self.received += 1
-        ts = lineprotocol.stamp(self.precision, time.time_ns())
+        ts = lineprotocol.stamp(self.unit_ns, time.time_ns())
         try:
             lines, _ = lineprotocol.scan(data, ts)
         except LineProtocolError as e:

@@ -192,6 +192,22 @@ def test_v1_write_without_rp_goes_to_autogen_or_the_default_rp(relay, backends):
     assert only_request(two).query == "org=acme&bucket=t/month&precision=us"
 
 
+def test_v1_write_with_precision_us_is_nanoseconds_on_every_output(relay, backends):
+    """InfluxDB 1.x reads /write?precision=us as nanoseconds: the relay stamps in
+    nanoseconds, the 1.x output gets the request as sent, the 2.x output "ns"."""
+    one, two = backends(), backends()
+    r = relay(http_config(one, v2_output(two, extra='org = "acme"')))
+    before = time.time_ns()
+    assert r.write(b"cpu v=1\ncpu v=2 1700000000000000000", query="db=t&precision=us").status == 204
+    after = time.time_ns()
+    assert only_request(one).query == "db=t&precision=us"
+    assert only_request(two).query == "org=acme&bucket=t/autogen&precision=ns"
+    assert only_request(one).body == only_request(two).body
+    stamped, kept = only_request(one).body.split(b"\n")
+    assert kept == b"cpu v=2 1700000000000000000"
+    assert before <= int(stamped.rsplit(b" ", 1)[1]) <= after
+
+
 def test_v1_write_to_a_v2_output_with_fixed_bucket_and_token(relay, backends):
     two = backends()
     r = relay(http_config(v2_output(two, extra='org = "o", bucket = "fixed", token = "srv"')))
