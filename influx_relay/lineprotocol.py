@@ -62,8 +62,9 @@ def scan(body, ts):
     of its ``\\r``). Raises :class:`LineProtocolError` naming the first bad
     line.
     """
-    if b'"' in body:
-        return _scan_quoted(body, ts)
+    if b'"' in body or b"\\\n" in body:
+        # A string or an escaped newline: a newline may not end the line.
+        return _scan_general(body, ts)
     if b"\\" not in body and b"\r" not in body:
         fast = _scan_plain(body, ts)
         if fast is not None:
@@ -207,37 +208,92 @@ def _match_line(line, lineno, ts):
     return line.rstrip(b" ") + b" " + ts
 
 
-def _scan_quoted(body, ts):
-    """The general case: a quoted string may hold a newline."""
+# InfluxDB's scanner (models/points.go scanLine) splits a body into lines
+# before it parses any: a backslash escapes the byte after it (when two more
+# bytes follow it), the first unescaped space starts the field section, and
+# there a double quote opens or closes a string when more "=" than "," came
+# before it on the line; a newline ends the line unless it is in a string. So
+# an escaped newline does not end a line, and a comment holding "=" and then
+# a quote goes on to the next closing quote. These find the next byte that
+# matters in each state.
+_IN_KEY = re.compile(rb"[\\ \n]")
+_IN_FIELDS = re.compile(rb'[\\"\n]')
+_IN_STRING = _IN_FIELDS
+
+
+def split_lines(body, pos=0):
+    """Where InfluxDB's scanner ends each line of ``body``: yields ``(start, end)``
+    of every line (``end`` at its newline, or at the end of the body).
+
+    The "=" and "," that decide whether a quote opens a string are counted only
+    when a quote comes (``bytes.count`` over the stretch since the last stop):
+    most lines stop only at their first space and their newline.
+    """
+    n = len(body)
+    key, fields = _IN_KEY.search, _IN_FIELDS.search
+    count = body.count
+    while pos < n:
+        start = i = pos
+        in_fields = in_string = False
+        balance = 0  # "=" minus "," in the field section, up to ``seen``
+        seen = 0
+        while True:
+            m = (fields if in_fields else key)(body, i)
+            if m is None:
+                i = n
+                break
+            i = m.start()
+            c = body[i]
+            if c == 92:  # "\\": skip the byte it escapes (when two more follow)
+                if in_fields and not in_string:
+                    balance += count(b"=", seen, i) - count(b",", seen, i)
+                i += 2 if i + 2 < n else 1
+                seen = i
+            elif c == 10:  # "\n"
+                if not in_string:
+                    break
+                i += 1
+            elif c == 32:  # " ", looked for only until the field section starts
+                in_fields = True
+                i += 1
+                seen = i
+            else:  # '"'
+                if not in_string:
+                    balance += count(b"=", seen, i) - count(b",", seen, i)
+                    in_string = balance > 0
+                else:
+                    in_string = False
+                i += 1
+                seen = i
+        yield start, i
+        pos = i + 1
+
+
+def _scan_general(body, ts):
+    """Any body, its lines found as InfluxDB's scanner finds them (see
+    :func:`split_lines`), each then checked by the full pattern."""
     out = []
     changed = False
-    pos = 0
-    end = len(body)
     match = _LINE.match
-    while pos <= end:
-        nl = body.find(b"\n", pos)
-        if nl < 0:
-            nl = end
-        head = body[pos:nl]
-        stripped = head.strip()
+    for start, end in split_lines(body):
+        line = body[start:end]
+        stripped = line.strip()
         if not stripped or stripped[:1] == b"#":
-            changed = True
-            pos = nl + 1
+            changed = True  # blank (a CRLF one too) or a comment, however long
             continue
-        m = match(body, pos)
-        if m is None:
-            lineno = body.count(b"\n", 0, pos) + 1
-            raise LineProtocolError(lineno, head.rstrip(b"\r"), _reason(head))
-        stop = m.end()
-        line = body[pos:stop]
-        if m.group("cr"):
+        if line[-1:] == b"\r":
             line = line[:-1]
             changed = True
+        m = match(line)
+        if m is None or m.end() != len(line):
+            lineno = body.count(b"\n", 0, start) + 1
+            nl = line.find(b"\n")
+            first = line if nl < 0 else line[:nl]
+            raise LineProtocolError(lineno, first.rstrip(b"\r"), _reason(first))
         if m.group("ts") is None:
             line = line.rstrip(b" ") + b" " + ts
             changed = True
         out.append(line)
-        pos = stop + 1
     return out, changed
 
 

@@ -8,10 +8,16 @@ times included. A line without a timestamp is stamped by the relay and by influx
 at slightly different moments: such times are compared within a tolerance.
 """
 
+import re
 import time
 import uuid
+from datetime import timedelta
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ..unit.test_lineprotocol_properties import valid_line
 from .helpers import HOST, Influxd, Relay, free_port, influxd_available, request
 
 NS = 10 ** 9
@@ -136,3 +142,43 @@ def test_every_v2_precision_stores_what_a_2x_server_would(pair, precision, v1, u
     got = _normalized(_everything(server, rdb), before, after, 2 * NS)
     assert got == expected
     assert "now" in str(got)
+
+
+# ---------------------------------------------------------------------------
+# Line protocol: escapes (before a newline too), quotes, comments
+
+COMMENTS = st.sampled_from([b"# plain comment", b'# c=1 "x', b"# a\\", b'  # with "quote"',
+                            b'# k=v "open', b"#"])
+
+
+@st.composite
+def differential_body(draw):
+    """Valid lines (every escape of each part, escaped newlines in measurement,
+    tag keys and values, field keys and strings), comments (some holding what
+    InfluxDB takes for an open string), and blank lines, joined by newlines."""
+    parts = draw(st.lists(st.one_of(valid_line().map(lambda item: item[0]), COMMENTS,
+                                    st.just(b"")), min_size=1, max_size=6))
+    return b"\n".join(parts) + draw(st.sampled_from([b"", b"\n"]))
+
+
+@settings(max_examples=40, derandomize=True, database=None, deadline=timedelta(seconds=30),
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                 HealthCheck.function_scoped_fixture])
+@given(body=differential_body())
+def test_what_the_relay_stores_is_what_influxd_stores(pair, body):
+    """The relay's split of a body into lines (and its stamps) changes nothing
+    influxd stores: where the relay answers 204, influxd answered 204 and both
+    databases hold the same rows; where influxd refuses part of the body, the
+    relay passes influxd's own answer and the rows are the same too."""
+    server, relay = pair
+    direct, via, ddb, rdb, before, after = _both_ways(
+        server, relay, "/write", body, lambda db: [("db", db)], [])
+    expected = _normalized(_everything(server, ddb), before, after, 2 * NS)
+    got = _normalized(_everything(server, rdb), before, after, 2 * NS)
+    if via.status == 400 and re.search(rb'"unable to parse line \d+ ', via.body):
+        # The relay's own refusal (it names the line): never for a body influxd took whole.
+        assert direct.status != 204, (body, via)
+        assert got == []
+        return
+    assert via.status == direct.status, (body, direct, via)
+    assert got == expected, body

@@ -12,7 +12,6 @@ and no example database written into the checkout. For a longer random search:
 """
 
 import os
-import re
 import signal
 from contextlib import contextmanager
 from datetime import timedelta
@@ -21,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from influx_relay import lineprotocol
 from influx_relay.errors import LineProtocolError
 from influx_relay.lineprotocol import scan
 
@@ -84,13 +84,15 @@ def key_part(escapes, extra=()):
 
 # Measurement: commas and spaces escaped; '=' and '"' are ordinary. Never starts
 # with '#' (that line would be a comment), nor with a blank (leading blanks are
-# allowed before the measurement, and generated separately).
-MEASUREMENT = key_part([b"\\,", b"\\ "], extra=[b"=", b'"', b"#"]).filter(
+# allowed before the measurement, and generated separately). Any part may hold
+# an escaped newline, which InfluxDB keeps (backslash and all): the line goes on.
+MEASUREMENT = key_part([b"\\,", b"\\ ", b"\\\n"], extra=[b"=", b'"', b"#"]).filter(
     lambda m: m[:1] not in (b"#", b"\t")
 )
 # Tag keys and values, field keys: commas, '=' and spaces escaped.
-TAG_PART = key_part([b"\\,", b"\\=", b"\\ "], extra=[b'"', b"#"])
-FIELD_KEY = key_part([b"\\,", b"\\=", b"\\ "], extra=[b"#"]).filter(lambda k: k[:1] != b"\t")
+TAG_PART = key_part([b"\\,", b"\\=", b"\\ ", b"\\\n"], extra=[b'"', b"#"])
+FIELD_KEY = key_part([b"\\,", b"\\=", b"\\ ", b"\\\n"], extra=[b"#"]).filter(
+    lambda k: k[:1] != b"\t")
 
 DIGITS = st.text("0123456789", min_size=1, max_size=19).map(str.encode)
 INTEGER = st.builds(lambda sign, d, suffix: sign + d + suffix,
@@ -106,7 +108,7 @@ BOOL = st.sampled_from([b"t", b"T", b"true", b"True", b"TRUE", b"f", b"F", b"fal
 # newlines (LF and CRLF), '#', things that look like timestamps, escaped quotes
 # and backslashes, and a backslash before an ordinary character.
 STRING_UNIT = st.sampled_from(PLAIN + [
-    b" ", b",", b"=", b"\n", b"\r\n", b"#", b" 123", b"\\\"", b"\\\\", b"\\n", b"'",
+    b" ", b",", b"=", b"\n", b"\r\n", b"#", b" 123", b"\\\"", b"\\\\", b"\\n", b"\\\n", b"'",
     b"v=1", b"x y=2 3\n",
 ])
 STRING = st.lists(STRING_UNIT, max_size=10).map(lambda units: b'"' + b"".join(units) + b'"')
@@ -120,7 +122,14 @@ SPACES = st.sampled_from([b" ", b" ", b" ", b"  "])
 def valid_line(draw):
     """``(line, has_timestamp)``: one valid line without its line end."""
     lead = draw(st.sampled_from([b"", b"", b"", b" ", b"\t", b"  "]))
-    key = draw(MEASUREMENT) + b"".join(draw(st.lists(TAG, max_size=3)))
+    measurement = draw(MEASUREMENT)
+    if b" " in lead:
+        # InfluxDB's scanner counts "=" and "," from the first space of a line
+        # on, leading ones included: a "=" in the measurement would then let a
+        # quote in the key open a string, and the line go on past its newline
+        # (influxd 1.6.7 does so). Such a line is not one line: not generated here.
+        measurement = measurement.replace(b"=", b"e")
+    key = measurement + b"".join(draw(st.lists(TAG, max_size=3)))
     fields = b",".join(draw(st.lists(FIELD, min_size=1, max_size=4)))
     line = lead + key + draw(SPACES) + fields
     timestamp = draw(st.one_of(st.none(), st.builds(lambda s, d: s + d,
@@ -317,12 +326,10 @@ def test_a_quote_elsewhere_does_not_change_how_other_lines_scan(body):
     """The scanner has a fast path for bodies without '"'. Appending a harmless
     quoted line switches paths; the lines both accept must come out the same.
 
-    Known difference: a backslash right before a line end. The full pattern
-    takes it as an escaped newline, as InfluxDB's own scanner does (the line
-    goes on); the fast path splits first and refuses the line ending in "\\".
-    Either is safe: no line is stamped in the wrong place.
+    A body ending in a backslash is left out: the newline appended below makes
+    it an escaped newline, which joins the next line (as InfluxDB's scanner does).
     """
-    assume(not re.search(rb"\\\r?(?:\n|\Z)", body))  # \Z: the "\n" appended below
+    assume(not body.endswith(b"\\"))
     quoted = b'q s="x" 1'
     fast = outcome(body)
     full = outcome(body + b"\n" + quoted)
@@ -350,3 +357,84 @@ def test_a_quote_elsewhere_does_not_change_how_other_lines_scan(body):
 def test_hostile_bodies_are_scanned_in_bounded_time(body):
     result = outcome(body)
     assert result[0] in ("ok", "error")
+
+
+# ---------------------------------------------------------------------------
+# Where lines end: InfluxDB's own scanner, byte by byte
+
+
+def scan_line_reference(buf, i):
+    """InfluxDB 1.x's ``scanLine`` (models/points.go), transcribed byte by byte:
+    returns where the line starting at ``i`` ends."""
+    quoted = fields = False
+    equals = commas = 0
+    while i < len(buf):
+        if buf[i] == 0x5C and i + 2 < len(buf):  # "\\" escapes the next byte
+            i += 2
+            continue
+        if buf[i] == 0x20:
+            fields = True
+        if fields:
+            if not quoted and buf[i] == 0x3D:
+                i += 1
+                equals += 1
+                continue
+            if not quoted and buf[i] == 0x2C:
+                i += 1
+                commas += 1
+                continue
+            if buf[i] == 0x22 and equals > commas:
+                i += 1
+                quoted = not quoted
+                continue
+        if buf[i] == 0x0A and not quoted:
+            break
+        i += 1
+    return i
+
+
+def reference_lines(buf):
+    out, pos = [], 0
+    while pos < len(buf):
+        end = scan_line_reference(buf, pos)
+        out.append((pos, end))
+        pos = end + 1
+    return out
+
+
+SPLIT_UNIT = st.sampled_from([
+    b" ", b" ", b"=", b",", b'"', b"\\", b"\n", b"\r", b"#", b"a", b"m", b"1", b"\\\n", b'\\"',
+    b"\\\\", b"\t", b"\x00",
+])
+
+
+@BOUNDED
+@given(st.one_of(st.lists(SPLIT_UNIT, max_size=60).map(b"".join), valid_body().map(lambda c: c[0]),
+                 mixed_body()))
+def test_lines_end_where_influxdbs_scanner_ends_them(body):
+    """Escaped newlines, quotes after more "=" than "," (leading blanks and
+    comments included), a backslash among the last two bytes: every line ends
+    where InfluxDB's scanner ends it."""
+    assert list(lineprotocol.split_lines(body)) == reference_lines(body)
+
+
+@pytest.mark.parametrize("part, line", [
+    ("measurement", b"m\\\nx,t=a f=1 30"),
+    ("tag key", b"m,t\\\nk=a f=1 31"),
+    ("tag value", b"m,t=a\\\nb f=1 29"),
+    ("field key", b"m,t=a f\\\nk=1 32"),
+    ("string field", b'm,t=a s="x\\\ny" 35'),
+])
+def test_an_escaped_newline_does_not_end_a_line(part, line):
+    """influxd 1.6.7 stores each of these as one point (backslash and newline kept)."""
+    lines, _ = scan(line + b"\nnext v=1", TS)
+    assert lines == [line, b"next v=1 " + TS]
+    lines, _ = scan(line.rsplit(b" ", 1)[0], TS)  # and stamped when it has no timestamp
+    assert lines == [line.rsplit(b" ", 1)[0] + b" " + TS]
+
+
+def test_a_comment_with_a_string_runs_on_to_its_closing_quote():
+    """As influxd 1.6.7 reads it: the two lines inside the comment's "string" are
+    part of the comment, not points."""
+    body = b'# c=1 "x\nq f=1 43\nq f=2 44" done\nq f=3 45'
+    assert scan(body, TS)[0] == [b"q f=3 45"]
