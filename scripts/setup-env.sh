@@ -99,15 +99,14 @@ EOF
     fi
 }
 
-# apt's own progress, shortened: one line per package fetched and per package set up.
+# apt's own progress, shortened: one line per package fetched and per package set up
+# (errors are in the log's tail, printed on failure).
 _APT_FILTER='s/^Get:[0-9]+ [^ ]+ [^ ]+ ([^ ]+ )?([^ ]+) [^ ]+ ([^ ]+) (\[[^]]*\])$/    fetched \2 \3 \4/p
-s/^Setting up ([^ ]+) \(([^)]*)\).*/    set up \1 \2/p
-s/^(E: .*)/    \1/p'
+s/^Setting up ([^ ]+) \(([^)]*)\).*/    set up \1 \2/p'
 # pip's: one line per distribution collected, and what was installed.
 _PIP_FILTER='s/^(Collecting [^ ]+).*/    \1/p
 s/^ *(Downloading [^ ]+ \([^)]*\)).*/      \1/p
-s/^(Successfully installed .*)/    \1/p
-s/^(ERROR: .*)/    \1/p'
+s/^(Successfully installed .*)/    \1/p'
 
 _log_dir() {
     local d="$REPO_ROOT/.setup-logs"
@@ -126,7 +125,7 @@ apt_install() {
     log="$(_log_dir)/apt.log"
     : >"$log"
     say "apt-get update (the package lists, for: $*)"
-    _step "$log" apt '/^(Err|E):/s/^/    /p' \
+    _step "$log" apt '/^Err:/s/^/    /p' \
         "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
     say "apt-get install $* (and what they depend on)"
     _step "$log" apt "$_APT_FILTER" \
@@ -181,7 +180,7 @@ make_venv() {
         rm -rf "$VENV"
         log="$(_log_dir)/venv.log"
         : >"$log"
-        _step "$log" venv '/^Error/s/^/    /p' python3 -m venv "$VENV"
+        _step "$log" venv 'd' python3 -m venv "$VENV"
     fi
     # What the relay needs, and the relay itself (editable: the checkout is what runs).
     [ -x "$VENV/bin/influx-relay" ] && (cd / && "$VENV/bin/python" -c 'import influx_relay') 2>/dev/null \
