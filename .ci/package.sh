@@ -162,9 +162,15 @@ for f in /usr/bin/influx-relay /usr/bin/influxdb-relay \
 	/usr/lib/python3/dist-packages/influx_relay/cli.py \
 	/etc/influxdb-relay/influxdb-relay.conf /etc/init.d/influxdb-relay \
 	/lib/systemd/system/influxdb-relay.service /usr/share/man/man1/influx-relay.1.gz \
-	/usr/share/man/man1/influxdb-relay.1.gz /usr/share/doc/influxdb-relay/copyright; do
+	/usr/share/man/man1/influxdb-relay.1.gz /usr/share/doc/influxdb-relay/copyright \
+	/usr/share/influxdb-relay/grafana-dashboard.json /usr/share/influxdb-relay/prometheus-rules.yml; do
 	grep -qx "$f" "$WORK/deb-files" || fail ".deb lacks $f"
 done
+# The unit and the init script are packaging/'s, the tree's only copies (the .rpm's too).
+dpkg-deb --fsys-tarfile "$DEB" | tar -xOf - ./lib/systemd/system/influxdb-relay.service |
+	cmp -s - "$PRISTINE/packaging/influxdb-relay.service" || fail ".deb's unit is not packaging/'s"
+dpkg-deb --fsys-tarfile "$DEB" | tar -xOf - ./etc/init.d/influxdb-relay |
+	cmp -s - "$PRISTINE/packaging/influxdb-relay.init" || fail ".deb's init script is not packaging/'s"
 dpkg-deb --ctrl-tarfile "$DEB" | tar -xOf - ./conffiles | grep -qx /etc/influxdb-relay/influxdb-relay.conf ||
 	fail "the config is not a conffile"
 for dep in python3-gevent python3-urllib3 python3-click adduser; do
@@ -187,7 +193,8 @@ ls -l "$RPM"
 echo "-- rpm -qpl"
 rpm -qpl "$RPM" | tee "$WORK/rpm-files"
 for f in /usr/bin/influx-relay /usr/bin/influxdb-relay /etc/influxdb-relay/influxdb-relay.conf \
-	/usr/lib/systemd/system/influxdb-relay.service /var/lib/influxdb-relay; do
+	/usr/lib/systemd/system/influxdb-relay.service /var/lib/influxdb-relay \
+	/usr/share/influxdb-relay/grafana-dashboard.json /usr/share/influxdb-relay/prometheus-rules.yml; do
 	grep -qx "$f" "$WORK/rpm-files" || fail ".rpm lacks $f"
 done
 grep -q '/site-packages/influx_relay/cli.py$' "$WORK/rpm-files" || fail ".rpm lacks the package"
@@ -396,8 +403,13 @@ write_point "package_sh,step=start value=1i"
 say "reload"
 # A broken config is refused and leaves the relay running.
 printf 'not toml [\n' >"$ROOT$CONF"
-rc=0; inroot "$INIT" reload || rc=$?
+rc=0; inroot "$INIT" reload >"$WORK/reload.out" 2>&1 || rc=$?
+cat "$WORK/reload.out"
 [ "$rc" != 0 ] || fail "reload accepted a broken config"
+# The status line ends with "failed!"; the reason follows on a line of its own.
+grep -qx 'Reloading .*: influxdb-relay failed!' "$WORK/reload.out" &&
+	grep -A1 'failed!$' "$WORK/reload.out" | tail -1 | grep -q '^influx-relay: .*invalid TOML' ||
+	fail "a failed reload does not print 'failed!' and then the error on its own line"
 alive "$PID" || fail "a refused reload stopped the relay"
 write_conf
 # A reload that adds a second backend: the next write reaches both, from the
@@ -524,6 +536,15 @@ for i in \$(seq 40); do systemctl is-failed --quiet influxdb-relay && break; sle
 systemctl is-failed --quiet influxdb-relay || fail "not failed with a broken config"
 echo "a broken config: \$(systemctl show -p ActiveState,Result,NRestarts influxdb-relay | xargs)"
 journalctl -u influxdb-relay --no-pager | grep -q 'no-such-key' || fail "the journal does not say why"
+# The journal stamps each line: the relay's own lines carry no timestamp, ExecStartPre's
+# check prints nothing for a good config, and each line has the relay's priority.
+journalctl -u influxdb-relay -o cat --no-pager >/root/journal.txt
+grep -q '^INFO influx_relay' /root/journal.txt || fail "no relay lines in the journal"
+grep -qE '^[0-9]{4}-[0-9]{2}-[0-9]{2} ' /root/journal.txt && fail "relay lines carry a second timestamp"
+grep -q 'influxdb-relay.conf: OK' /root/journal.txt && fail "the pre-start check printed into the journal"
+journalctl -u influxdb-relay -p notice -o cat --no-pager | grep -q '^INFO ' &&
+	fail "INFO lines are not at priority info"
+echo "journal: the relay's lines without a second timestamp, at their priority; check quiet"
 cp /root/conf.good $CONF
 echo "a broken config: ExecStartPre refused it, the journal says why"
 systemctl reset-failed influxdb-relay

@@ -52,9 +52,13 @@ def run(config_path, verbose, log_format):
 
 @cli.command()
 @_config_option
-def check(config_path):
+@click.option("--quiet", "-q", is_flag=True,
+              help="Print nothing when the config is valid (errors still go to stderr).")
+def check(config_path, quiet):
     """Validate the config and print what it would start."""
     cfg = _load(config_path)
+    if quiet:
+        return
     click.echo("%s: OK" % config_path)
     for listener in cfg.http:
         scheme = "https" if listener.ssl_combined_pem else "http"

@@ -4,17 +4,28 @@ Logs go to stderr only (journald under systemd), so there is no file to
 reopen on SIGHUP. :class:`RedactFilter` sits on the handler, so every record
 passes through it, the relay's own and its libraries' alike: it is a safety
 net behind the rule that credentials are never logged in the first place.
+
+When stderr is the journal (systemd says so in ``$JOURNAL_STREAM``), text
+lines carry no timestamp of their own, since the journal stamps every line,
+and start with a syslog priority (``<4>``), which journald turns into the
+entry's priority (``journalctl -p warning``) and strips.
 """
 
 import datetime
 import json
 import logging
+import os
 import re
 import sys
 import time
 
 FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+JOURNAL_FORMAT = "%(levelname)s %(name)s: %(message)s"
+
+#: syslog priorities (journald reads a "<N>" prefix) from the lowest level up.
+_PRIORITIES = ((logging.CRITICAL, 2), (logging.ERROR, 3), (logging.WARNING, 4),
+               (logging.INFO, 6))
 
 _MASK = "***"
 _PATTERNS = [
@@ -79,10 +90,49 @@ class JSONFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False)
 
 
+class JournalFormatter(logging.Formatter):
+    """Text lines for journald: a syslog priority prefix and no timestamp."""
+
+    def __init__(self):
+        super().__init__(JOURNAL_FORMAT)
+
+    def format(self, record):
+        priority = next((p for level, p in _PRIORITIES if record.levelno >= level), 7)
+        text = super().format(record)
+        # journald reads one entry per line: a traceback's lines keep the priority.
+        return "\n".join("<%d>%s" % (priority, line) for line in text.split("\n"))
+
+
+def is_journal(stream, environ=None):
+    """Whether ``stream`` is the journal: systemd puts the device and inode of
+    the stream it connected to stdout/stderr in ``$JOURNAL_STREAM``
+    ("dev:ino"), and the variable is inherited by children that may have
+    redirected stderr elsewhere, so the file itself is compared (as
+    systemd.exec(5) says to)."""
+    value = (os.environ if environ is None else environ).get("JOURNAL_STREAM", "")
+    dev, sep, ino = value.partition(":")
+    if not sep:
+        return False
+    try:
+        st = os.fstat(stream.fileno())
+        return (st.st_dev, st.st_ino) == (int(dev), int(ino))
+    except (AttributeError, OSError, ValueError, TypeError):  # no fd (StringIO), bad value
+        return False
+
+
 def setup(verbose=False, fmt="text", stream=None):
-    """Log to ``stream`` (stderr) at INFO, or DEBUG with ``verbose``, as text or JSON."""
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JSONFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    """Log to ``stream`` (stderr) at INFO, or DEBUG with ``verbose``, as text or JSON.
+
+    Text to the journal (see :func:`is_journal`) leaves the timestamp to it."""
+    stream = stream or sys.stderr
+    handler = logging.StreamHandler(stream)
+    if fmt == "json":
+        formatter = JSONFormatter()
+    elif is_journal(stream):
+        formatter = JournalFormatter()
+    else:
+        formatter = logging.Formatter(TEXT_FORMAT)
+    handler.setFormatter(formatter)
     handler.addFilter(RedactFilter())
     root = logging.getLogger()
     for old in list(root.handlers):

@@ -2,12 +2,14 @@
 # See the relay do its job on this machine:  bash scripts/quickstart.sh [--no-wait]
 #
 # On Debian 12 / Ubuntu, as root (or with sudo): installs InfluxDB 1.x, curl and
-# python3-venv when missing and makes .venv with the relay, then
+# python3-venv when missing and makes .venv with the relay (what it needs to run,
+# not the test tools: scripts/test.sh adds those), then
 #   1. starts two InfluxDB servers in a temporary directory, on 127.0.0.1:8086 and
 #      127.0.0.1:7086 (the next free ports when those are taken), with database "quickstart",
 #   2. starts `influx-relay run` on 127.0.0.1:9096 with both servers as outputs,
 #   3. writes a point through the relay with curl and shows it in both servers,
-#   4. leaves the relay running in the foreground: Ctrl-C stops it and both servers.
+#   4. leaves the relay running in the foreground: Ctrl-C stops it and both servers,
+#      and prints the commands to run the relay yourself and to run the tests.
 # --no-wait stops everything after step 3 (exit status 0 when the point reached both).
 set -eu
 WAIT=1
@@ -34,8 +36,23 @@ cleanup() {
     done
     rm -rf "$WORK"
 }
+# The exact commands to go on with (influx-relay is in .venv/bin, not on PATH).
+next_steps() {
+    local r=$REPO_ROOT
+    [ "$PWD" != "$REPO_ROOT" ] || r=.
+    cat >&2 <<EOF
+
+Next, from $REPO_ROOT:
+    cp sample.toml relay.toml                  # then edit its [[http]] outputs
+    $r/.venv/bin/influx-relay check --config relay.toml
+    $r/.venv/bin/influx-relay run --config relay.toml
+  influx-relay is in $VENV/bin, not on PATH; \`. $r/.venv/bin/activate\` puts it
+  there for this shell. The README's "Running it" has other ways (pipx, the .deb).
+    bash $r/scripts/test.sh                      # the tests (installs what they need)
+EOF
+}
 trap cleanup EXIT
-trap 'echo; say "stopping the relay and both InfluxDB servers"; exit 0' INT TERM
+trap 'echo; say "stopping the relay and both InfluxDB servers"; next_steps; exit 0' INT TERM
 
 port_free() {  # TCP port $1 on 127.0.0.1 can be bound now
     python3 -c 'import socket, sys
@@ -151,6 +168,7 @@ fi
 
 if [ $WAIT = 0 ]; then
     say "--no-wait: stopping the relay and both InfluxDB servers"
+    next_steps
     exit 0
 fi
 cat <<EOF

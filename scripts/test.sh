@@ -2,8 +2,10 @@
 # Set up (once) and run the whole test suite:  bash scripts/test.sh [PYTEST ARGS...]
 #
 # Run from anywhere as root (or with sudo) on Debian 12 / Ubuntu. Installs InfluxDB 1.x,
-# HAProxy, curl and python3-venv when they are missing, makes .venv with the test requirements and
-# the relay, then runs `python -m pytest tests -q` plus your arguments, e.g.
+# curl, python3-venv and what the tests drive (HAProxy, Prometheus and promtool, the
+# `influx` CLI, collectd) when they are missing, makes .venv with the relay and
+# requirements-dev.txt (see scripts/setup-env.sh; each step shows its progress), then
+# runs `python -m pytest tests -q` plus your arguments, e.g.
 #   bash scripts/test.sh tests/system -x
 # The system tests start their own influxd and relay processes on free 127.0.0.1 ports.
 # Exit status is pytest's.
