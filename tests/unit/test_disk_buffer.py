@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import gevent
+import gevent.event
 import pytest
 
 from influx_relay.buffer import DONE, PENDING, READY, BufferFull, Entry
@@ -415,20 +416,43 @@ def _live_greenlets():
     return sum(1 for o in gc.get_objects() if isinstance(o, gevent.Greenlet) and not o.dead)
 
 
+class _CountedEvent(gevent.event.Event):
+    """The flusher's stop event, counting the intervals it waited."""
+
+    def __init__(self):
+        super().__init__()
+        self.waits = 0
+
+    def wait(self, timeout=None):
+        self.waits += 1
+        return super().wait(timeout)
+
+
+def _until(predicate, timeout=5.0):
+    with gevent.Timeout(timeout, AssertionError("condition not met in %gs" % timeout)):
+        while not predicate():
+            gevent.sleep(0.005)
+
+
 def test_interval_sync_fsyncs_and_leaves_no_greenlet_behind(tmp_path, monkeypatch):
+    """Counted in the flusher's own intervals, not in sleeps around them, so a
+    busy machine cannot make it pass or fail by chance."""
     calls = []
     real_fsync = os.fsync
     monkeypatch.setattr(os, "fsync", lambda fd: calls.append(fd) or real_fsync(fd))
     before = _live_greenlets()
     buf = DiskBuffer(output(tmp_path, buffer_sync="10ms", buffer_sync_interval=0.01))
+    stop = buf._stop = _CountedEvent()
     buf.append([Entry(KEY, line(0))])
     buf.sync()  # not this policy's job
-    gevent.sleep(0.1)
+    assert not calls
     assert _live_greenlets() == before + 1
-    assert calls  # the segment and its directory entry
+    _until(lambda: calls)  # the segment and its directory entry, at the next interval
+    _until(lambda: buf._synced == buf._written and not buf._dir_dirty)
     calls.clear()
-    gevent.sleep(0.05)
-    assert not calls  # nothing new written, nothing to sync
+    waited = stop.waits
+    _until(lambda: stop.waits >= waited + 3)  # three more intervals went by...
+    assert not calls  # ...with nothing new written: nothing to sync
     buf.close()
     gevent.sleep(0)
     assert _live_greenlets() == before
