@@ -117,6 +117,16 @@ def relay_for(relay_factory, relay_port):
     return start
 
 
+@pytest.fixture
+def hub_watch(monkeypatch):
+    """Relays started in the test run gevent's monitor thread: a greenlet that keeps the
+    hub for a second or more (a busy loop, a blocking call) is reported on stderr, with
+    its stack. :func:`assert_hub_never_blocked` checks that none was."""
+    monkeypatch.setenv("GEVENT_MONITOR_THREAD_ENABLE", "true")
+    monkeypatch.setenv("GEVENT_MAX_BLOCKING_TIME", "1")
+    monkeypatch.setenv("PYTHONWARNINGS", "ignore:Unable to monitor memory usage")
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """On failure, attach the relay's stderr and influxd logs to the report."""

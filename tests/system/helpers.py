@@ -293,6 +293,19 @@ class Relay:
                        body=body, headers=headers, timeout=timeout)
 
 
+def rows_on_both(servers, db, measurement, count, timeout=10.0):
+    """Poll until every server holds `count` points of measurement; return their rows."""
+    def ready():
+        rows = [s.rows(db, measurement) for s in servers]
+        return rows if all(len(r) >= count for r in rows) else None
+    return wait_until(ready, timeout, interval=0.1,
+                      what="%d points of %s.%s on every server" % (count, db, measurement))
+
+
+def assert_204(resp):
+    assert resp.status == 204, resp
+
+
 REPO = Path(__file__).resolve().parents[2]
 
 

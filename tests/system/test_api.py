@@ -6,8 +6,7 @@ import urllib.parse
 import uuid
 
 from .conftest import http_relay_config
-from .helpers import request
-from .test_replication import assert_204, rows_on_both
+from .helpers import assert_204, request, rows_on_both
 
 
 def admin(relay, q, token=None):

@@ -10,7 +10,6 @@ scripts/test.sh installs the programs (scripts/setup-env.sh, SETUP_TEST_PACKAGES
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import time

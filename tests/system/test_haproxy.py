@@ -21,8 +21,7 @@ import time
 import pytest
 
 from .helpers import free_ports, request, stop_process, wait_until
-from .workload import (Writer, assert_hub_never_blocked, check_delivery, drained,
-                       hub_watch)  # noqa: F401 (hub_watch: a fixture)
+from .workload import (Writer, assert_hub_never_blocked, check_delivery, drained)
 
 HAPROXY = os.environ.get("HAPROXY", "/usr/sbin/haproxy")
 

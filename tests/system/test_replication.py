@@ -7,22 +7,10 @@ import time
 import pytest
 
 from .conftest import http_relay_config
-from .helpers import HOST, free_port, ping_status, request, run_cli, wait_until
+from .helpers import (HOST, assert_204, free_port, ping_status, rows_on_both, run_cli,
+                      wait_until)
 
 NS = 10**9
-
-
-def rows_on_both(servers, db, measurement, count, timeout=10.0):
-    """Poll until every server holds `count` points of measurement; return their rows."""
-    def ready():
-        rows = [s.rows(db, measurement) for s in servers]
-        return rows if all(len(r) >= count for r in rows) else None
-    return wait_until(ready, timeout, interval=0.1,
-                      what="%d points of %s.%s on every server" % (count, db, measurement))
-
-
-def assert_204(resp):
-    assert resp.status == 204, resp
 
 
 @pytest.mark.parametrize("style", ["seed", "veepee"])

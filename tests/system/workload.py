@@ -35,7 +35,6 @@ import time
 import urllib.parse
 from collections import Counter
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from .helpers import request
@@ -205,16 +204,6 @@ def check_delivery(writer, servers, db):
 
 
 # -- the relay process, from outside -------------------------------------------------
-
-
-@pytest.fixture
-def hub_watch(monkeypatch):
-    """Relays started in the test run gevent's monitor thread: a greenlet that keeps the
-    hub for a second or more (a busy loop, a blocking call) is reported on stderr, with
-    its stack. :func:`assert_hub_never_blocked` checks that none was."""
-    monkeypatch.setenv("GEVENT_MONITOR_THREAD_ENABLE", "true")
-    monkeypatch.setenv("GEVENT_MAX_BLOCKING_TIME", "1")
-    monkeypatch.setenv("PYTHONWARNINGS", "ignore:Unable to monitor memory usage")
 
 
 def assert_hub_never_blocked(*relays):
