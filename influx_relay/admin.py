@@ -1,17 +1,15 @@
 """Requests to every backend that are not writes: /health pings, /admin queries.
 
-Both go through each output's own backend pool, so its TLS settings
-(``skip-tls-verification``, ``ca-file``) and credentials apply to them too.
-Neither is buffered or retried.
+Both go through each output (its TLS settings, ``skip-tls-verification``,
+``ca-file``, and credentials apply to them too). Neither is buffered or retried.
 """
 
 import logging
-import time
 
 import gevent
 
-from .backend import error_response
 from .errors import BackendError
+from .responses import error_response
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +22,7 @@ def health(outputs, timeout):
     Returns ``(http_status, report)``: 200 with status "healthy" (every backend
     answered 2xx) or "problem" (some did), 503 with "critical" (none did).
     """
-    jobs = [gevent.spawn(_ping, output, timeout) for output in outputs]
+    jobs = [gevent.spawn(output.ping, timeout) for output in outputs]
     gevent.joinall(jobs)
     report = {"status": HEALTHY, "healthy": {}, "problem": {}}
     for output, job in zip(outputs, jobs):
@@ -36,17 +34,6 @@ def health(outputs, timeout):
     if report["problem"]:
         report["status"] = PROBLEM
     return 200, report
-
-
-def _ping(output, timeout):
-    start = time.monotonic()
-    try:
-        r = output.backend.request("GET", output.cfg.endpoints.ping, timeout=timeout)
-    except BackendError as e:
-        return False, "KO. %s" % e.reason
-    if r.status >= 300:
-        return False, "KO. HTTP %d from %s" % (r.status, output.cfg.endpoints.ping)
-    return True, "OK. Time taken %dms" % round((time.monotonic() - start) * 1000)
 
 
 def query(outputs, query_string, body, headers):
@@ -84,7 +71,6 @@ def query(outputs, query_string, body, headers):
 
 def _query(output, query_string, body, headers):
     try:
-        return output.backend.post(output.cfg.endpoints.query, query_string, body, headers)
+        return output.query(query_string, body, headers)
     except BackendError as e:
         return e
-

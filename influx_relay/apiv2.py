@@ -31,7 +31,7 @@ import binascii
 import json
 from urllib.parse import parse_qsl, quote, urlencode
 
-from .backend import Response, error_response as v1_error_response
+from .responses import Response, error_response as v1_error_response
 
 #: The precisions /api/v2/write accepts (InfluxDB 2.x: ns, us, ms, s).
 BAD_PRECISION = "invalid precision; valid precision units are ns, us, ms, and s"

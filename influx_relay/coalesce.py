@@ -39,12 +39,14 @@ its own request would.)
 
 import logging
 from collections import deque
+from typing import Dict
 
 import gevent
 from gevent.event import Event
 
-from .backend import retryable
+from .backend import Backend
 from .errors import BackendError
+from .responses import Response, retryable
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +61,7 @@ DEFAULT_MAX_WRITES = 1000
 
 
 class CoalesceStats(object):
-    """Counters read by /status and /metrics."""
+    """Counters of one coalescing backend, read by /status and /metrics."""
 
     __slots__ = ("requests", "writes", "split")
 
@@ -69,29 +71,46 @@ class CoalesceStats(object):
         self.split = 0     # merged requests answered 4xx, their writes sent again alone
 
 
-class Coalescer(object):
-    """Merges concurrent ``send(endpoint, query, body, headers)`` calls of one backend.
+class CoalescingBackend(object):
+    """A backend whose ``post()`` merges concurrent small writes (see above);
+    everything else goes to ``backend`` as it is.
 
-    ``send`` returns a Response or raises :class:`BackendError`; so does
-    :meth:`post`, for each write its own.
+    ``post`` returns a Response or raises :class:`BackendError`, for each
+    write its own, as the backend's does.
     """
 
-    def __init__(self, backend, send, timeout, max_bytes, in_flight=DEFAULT_IN_FLIGHT,
+    def __init__(self, backend: Backend, max_bytes: int, in_flight=DEFAULT_IN_FLIGHT,
                  max_body=DEFAULT_MAX_BODY, max_batches=DEFAULT_MAX_BATCHES,
                  max_writes=DEFAULT_MAX_WRITES):
         self.backend = backend
-        self.send = send
-        self.timeout = timeout
+        self.name = backend.name
+        self.send = backend.post
+        self.timeout = backend.timeout
         self.max_bytes = max_bytes
         self.in_flight = in_flight
         self.max_body = min(max_body, max_bytes)
         self.max_batches = max_batches
         self.max_writes = max_writes
         self.stats = CoalesceStats()
-        self._keys = {}
+        self._keys: dict = {}
         self._hub = gevent.get_hub()
 
-    def post(self, endpoint, query, body, headers):
+    def __str__(self):
+        return self.name
+
+    def get(self, *args, **kwargs):
+        return self.backend.get(*args, **kwargs)
+
+    def request(self, *args, **kwargs):
+        return self.backend.request(*args, **kwargs)
+
+    def stream(self, *args, **kwargs):
+        return self.backend.stream(*args, **kwargs)
+
+    def close(self):
+        self.backend.close()
+
+    def post(self, endpoint: str, query: str, body: bytes, headers: Dict[str, str]) -> Response:
         # Only line protocol can be joined (not a Prometheus protobuf, not a query form).
         if len(body) >= self.max_body or \
                 not headers.get("Content-Type", "").startswith("text/plain"):

@@ -26,25 +26,22 @@ twice on one backend and once on another.
 """
 
 import logging
-import time
 
 import gevent
 from gevent.queue import Queue
 
-from . import workers
-from .backend import Response, error_response, retryable
-from .errors import BackendError
+from . import output as output_mod, workers
+from .responses import WRITTEN, Response, error_response
 
 log = logging.getLogger(__name__)
 
-WRITTEN = Response(204, b"", "")
 NO_BACKEND = error_response(503, "unable to write points")
 ALL_BACKLOGGED = error_response(
     503, "unable to write points: every backend is still delivering its backlog"
 )
 
 _IN_FLIGHT, _OK, _REJECTED, _FAILED, _SKIPPED = range(5)
-_RESULT = {_OK: "ok", _REJECTED: "rejected", _FAILED: "failed"}
+_STATE = {output_mod.OK: _OK, output_mod.REJECTED: _REJECTED, output_mod.FAILED: _FAILED}
 
 
 class Fanout(object):
@@ -53,7 +50,8 @@ class Fanout(object):
     def __init__(self, outputs):
         self.outputs = tuple(outputs)
 
-    def write(self, endpoint_of, query, body, headers, bodies=None, translate=None):
+    def write(self, endpoint_of, query: str, body: bytes, headers, bodies=None,
+              translate=None) -> Response:
         """Send ``body`` to every output; return the :class:`Response` for the client.
 
         ``endpoint_of(output)`` gives the path to post to on that output's backend.
@@ -101,16 +99,18 @@ class Fanout(object):
                 failures.append(send)
                 continue
             # Decided. From here the other sends settle or report themselves.
+            taken = send.state == _OK
             for s in sends:
                 s.decided = True
+                s.acked = taken
             synced = ()
-            if send.state == _OK:
+            if taken:
                 synced = self._hold_for_the_others(send, sends, request_of, targets, body, bodies)
             for s in sends:
                 if s is not send and s.state != _IN_FLIGHT:
                     s.report()
             _sync(synced)
-            return WRITTEN if send.state == _OK else send.response
+            return WRITTEN if taken else send.sent.response
         for s in sends:
             s.decided = True
         if all(s.state == _SKIPPED for s in failures):
@@ -152,7 +152,7 @@ class Fanout(object):
 class _Send(object):
     """One direct request of one write to one output."""
 
-    __slots__ = ("output", "endpoint", "results", "state", "response", "error", "decided", "entry",
+    __slots__ = ("output", "endpoint", "results", "state", "sent", "decided", "acked", "entry",
                  "started")
 
     def __init__(self, output, endpoint, results):
@@ -160,8 +160,8 @@ class _Send(object):
         self.endpoint = endpoint
         self.results = results
         self.state = _IN_FLIGHT
-        self.response = self.error = self.entry = None
-        self.decided = self.started = False
+        self.sent = self.entry = None
+        self.decided = self.acked = self.started = False
 
     def run_after_backlog(self, query, body, headers):
         """Wait (within the output's timeout) for its backlog to be through, then send."""
@@ -173,26 +173,8 @@ class _Send(object):
 
     def run(self, query, body, headers):
         self.started = True
-        started = time.monotonic()
-        try:
-            self.response = self.output.backend.post(self.endpoint, query, body, headers)
-        except BackendError as e:
-            self.error = e
-        except Exception as e:  # a bug must not leave the client waiting
-            log.exception("%s: unexpected error while writing", self.output)
-            self.error = BackendError(self.output, "internal error: %s" % e)
-        if self.error is not None or retryable(self.response.status):
-            self.state = _FAILED
-        elif self.response.status >= 300:
-            self.state = _REJECTED
-        else:
-            self.state = _OK
-        output = self.output
-        output.metrics.direct(_RESULT[self.state], time.monotonic() - started)
-        if self.state == _FAILED:
-            output.answered(False, self._reason())
-        else:
-            output.answered(True)
+        self.sent = self.output.send(self.endpoint, query, body, headers)
+        self.state = _STATE[self.sent.result]
         if not self.decided:
             self.results.put(self)
             return
@@ -203,26 +185,26 @@ class _Send(object):
             self.report()
 
     def report(self):
-        """Log a failure to take the write, saying whether it is kept for a retry."""
+        """Log a failure to take the write, saying whether it is kept for a retry;
+        a failed write another backend took, with no buffer to keep it, is missed."""
         if self.state in (_OK, _SKIPPED):
+            return
+        if self.state == _FAILED and self.acked and not self.output.has_buffer:
+            self.output.missed(self.sent)
             return
         # A failure took the backend down or found it down: Output.answered()
         # announced that once. A rejection is news each time.
         level = logging.WARNING if self.state == _REJECTED else logging.DEBUG
+        reason = self.sent.reason
         if self.entry is not None:
-            log.log(level, "write to %s failed: %s (buffered for retry)", self.output, self._reason())
+            log.log(level, "write to %s failed: %s (buffered for retry)", self.output, reason)
         else:
-            log.log(level, "write to %s failed: %s", self.output, self._reason())
-
-    def _reason(self):
-        if self.error is not None:
-            return self.error.reason
-        return "HTTP %d: %s" % (self.response.status, _snippet(self.response.body))
+            log.log(level, "write to %s failed: %s", self.output, reason)
 
 
 def _sync(outputs):
     """Make the held write durable on every disk buffer, their fsyncs at once."""
-    durable = [o for o in outputs if o.buffer.durable]
+    durable = [o for o in outputs if o.durable]
     if len(durable) == 1:
         durable[0].sync()
     elif durable:
@@ -234,15 +216,10 @@ def _all_failed(failures):
     for failure in failures:
         failure.report()
     for failure in failures:
-        response = failure.response
+        response = failure.sent.response
         if (response is not None and not 300 <= response.status < 400
                 and "json" in response.content_type and response.body.strip()):
             return response
-    if len(failures) == 1 and failures[0].error is not None:
-        return error_response(503, "unable to write points: %s" % failures[0].error)
+    if len(failures) == 1 and failures[0].sent.error is not None:
+        return error_response(503, "unable to write points: %s" % failures[0].sent.error)
     return NO_BACKEND
-
-
-def _snippet(body, limit=200):
-    text = body.decode("utf-8", "replace").strip()
-    return text if len(text) <= limit else text[:limit] + "..."

@@ -3,35 +3,33 @@
 Also: /api/v1/prom/write (passed through as-is), /health, /status, and, when
 ``admin-enabled``, /admin and /admin/flush.
 
-:class:`WriteApp` is a WSGI application holding the request rules;
+:class:`WriteApp` holds the request rules: it takes a
+:class:`~.httpserver.Request` and returns a :class:`~.responses.Response`.
 :class:`HTTPListener` serves it with the lean server of :mod:`.httpserver`
 (a bounded pool, a read timeout and, with ``ssl-combined-pem``, TLS).
 """
 
 import hmac
-import json
 import logging
 import math
-import socket
+import os
 import ssl
 import time
 import zlib
 from collections import deque
 from datetime import datetime, timezone
-from http import HTTPStatus
 from urllib.parse import parse_qs, parse_qsl, quote, urlencode
 
 import gevent
+from gevent import socket as gsocket
 from gevent.event import Event
 
 from . import __version__, admin, apiv2, lineprotocol, logs
-from .backend import Response, error_response
-from .fanout import WRITTEN
 from .errors import LineProtocolError
 from .filters import Router
-from .httpserver import HTTPServer
-from .metrics import ListenerStats
+from .httpserver import BodyError, HTTPServer, Request
 from .ratelimit import TokenBucket
+from .responses import WRITTEN, Response, error_response, json_response
 
 log = logging.getLogger(__name__)
 
@@ -49,21 +47,11 @@ MAX_BODY_BYTES_IN_FLIGHT = 64 * 1024 * 1024
 CHUNKED_CHARGE = 1024 * 1024
 
 VERSION = "relay-%s" % __version__
-_JSON = "application/json"
 #: InfluxDB sends its build flavour too; clients look for "cloud" in it to pick
 #: Cloud-only APIs. The relay fronts OSS servers and answers as one.
 BUILD = "OSS"
-_COMMON = [("X-Influxdb-Version", VERSION), ("X-Influxdb-Build", BUILD)]
-
-
-def _status_line(code):
-    try:
-        return "%d %s" % (code, HTTPStatus(code).phrase)
-    except ValueError:
-        return "%d Unknown" % code
-
-
-_STATUS = {code: _status_line(code) for code in (200, 204, 404, 405)}
+#: Headers of every answer, as InfluxDB sends them.
+COMMON_HEADERS = (("X-Influxdb-Version", VERSION), ("X-Influxdb-Build", BUILD))
 
 
 class RequestError(Exception):
@@ -76,10 +64,26 @@ class RequestError(Exception):
         self.headers = list(headers)
 
 
-class WriteApp(object):
-    """The WSGI application of one ``[[http]]`` section."""
+class ListenerStats(object):
+    """Counters of one HTTP listener, bumped once per request."""
 
-    def __init__(self, cfg, fanout):
+    __slots__ = ("requests", "points", "bytes")
+
+    def __init__(self):
+        self.requests = {}  # (path, status text "204") -> count
+        self.points = 0
+        self.bytes = 0
+
+
+class WriteApp(object):
+    """The application of one ``[[http]]`` section: ``app(request) -> Response``.
+
+    ``stats`` counts its requests (paths it does not route count as "other", so
+    a scanner cannot grow the label set); ``routes`` adds handlers of its own
+    kind (``handler(request) -> Response``), such as /metrics.
+    """
+
+    def __init__(self, cfg, fanout, stats=None, routes=None):
         self.cfg = cfg
         self.fanout = fanout
         self.max_body_size = cfg.max_body_size
@@ -88,7 +92,7 @@ class WriteApp(object):
         self.started = time.time()
         self.has_v1_outputs = any(o.api != "v2" for o in cfg.outputs)
         self.has_v2_outputs = any(o.api == "v2" for o in cfg.outputs)
-        self.stats = ListenerStats()
+        self.stats = stats if stats is not None else ListenerStats()
         self.routes = {
             "/write": self.write,
             "/api/v2/write": self.write_v2,
@@ -100,51 +104,52 @@ class WriteApp(object):
             "/admin": self.admin,
             "/api/v1/prom/write": self.prom_write,
         }
+        self.routes.update(routes or {})
         self.bounded = (self.write, self.write_v2, self.prom_write)
         self.budget = ByteBudget(MAX_BODY_BYTES_IN_FLIGHT)
         self._warn_us = logs.Throttled(log)
 
-    def __call__(self, environ, start_response):
-        handler = self.routes.get(environ.get("PATH_INFO", ""))
+    @property
+    def outputs(self):
+        return self.fanout.outputs
+
+    def __call__(self, request: Request) -> Response:
+        handler = self.routes.get(request.path)
         charge = 0
         try:
             if handler is None:
                 raise RequestError(404, "not found")
-            if handler in self.bounded and environ["REQUEST_METHOD"] == "POST":
-                charge = _charge(environ, self.max_body_size)
+            if handler in self.bounded and request.method == "POST":
+                charge = _charge(request, self.max_body_size)
                 self.budget.take(charge)
-            return handler(environ, start_response)
+            response = handler(request)
         except RequestError as e:
-            return _error(start_response, e.status, e.message, environ, e.headers)
+            response = error_response(e.status, e.message, e.headers)
         finally:
             if charge:
                 self.budget.give(charge)
+        key = (request.path if handler is not None else "other", str(response.status))
+        requests = self.stats.requests
+        requests[key] = requests.get(key, 0) + 1
+        return response
 
     # -- /ping -------------------------------------------------------------
 
-    def ping(self, environ, start_response):
-        method = environ["REQUEST_METHOD"]
-        if method not in ("GET", "HEAD"):
-            return _not_allowed(start_response, "GET, HEAD", method)
-        if parse_qs(environ.get("QUERY_STRING", "")).get("verbose", [""])[0].lower() in ("true", "1"):
-            return _json(start_response, 200, {"version": VERSION})
-        status = self.cfg.default_ping_response
-        if status == 204:
-            start_response(_STATUS[204], list(_COMMON))
-        else:
-            start_response(_STATUS.get(status) or _status_line(status),
-                           _COMMON + [("Content-Length", "0")])
-        return []
+    def ping(self, request):
+        if request.method not in ("GET", "HEAD"):
+            return _not_allowed("GET, HEAD", request.method)
+        if parse_qs(request.query).get("verbose", [""])[0].lower() in ("true", "1"):
+            return json_response(200, {"version": VERSION})
+        return Response(self.cfg.default_ping_response, b"", "")
 
     # -- /health -----------------------------------------------------------
 
-    def health(self, environ, start_response):
+    def health(self, request):
         """Ping every output's backend; 200 healthy or problem, 503 critical."""
-        method = environ["REQUEST_METHOD"]
-        if method not in ("GET", "HEAD"):
-            return _not_allowed(start_response, "GET, HEAD", method)
+        if request.method not in ("GET", "HEAD"):
+            return _not_allowed("GET, HEAD", request.method)
         status, report = admin.health(self.fanout.outputs, self.cfg.health_timeout_ms / 1000.0)
-        return _json(start_response, status, report)
+        return json_response(status, report)
 
     # -- rate limit and admin switch ---------------------------------------
 
@@ -156,7 +161,7 @@ class WriteApp(object):
                 raise RequestError(429, "rate limit exceeded",
                                    [("Retry-After", str(max(1, math.ceil(wait))))])
 
-    def check_admin(self, environ):
+    def check_admin(self, request):
         """/admin* are off (404) unless admin-enabled; with admin-token, the
         client must send it as ``Authorization: Bearer <token>`` (401)."""
         if not self.cfg.admin_enabled:
@@ -164,63 +169,60 @@ class WriteApp(object):
         token = self.cfg.admin_token
         if token is None:
             return
-        scheme, _, given = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+        scheme, _, given = request.header("authorization").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(
             given.strip().encode("utf-8"), token.encode("utf-8")
         ):
             log.warning("refused an admin request from %s: no valid admin token",
-                        environ.get("REMOTE_ADDR"))
+                        request.remote)
             raise RequestError(401, "authorization failed",
                                [("WWW-Authenticate", 'Bearer realm="influx-relay admin"')])
 
     # -- /admin ------------------------------------------------------------
 
-    def admin(self, environ, start_response):
+    def admin(self, request):
         """Send a query (``q``, in a form body or the query string) to every
         backend's query endpoint, with the client's credentials."""
-        self.check_admin(environ)
-        method = environ["REQUEST_METHOD"]
-        if method != "POST":
-            return _not_allowed(start_response, "POST", method)
-        body = self.read_body(environ)
+        self.check_admin(request)
+        if request.method != "POST":
+            return _not_allowed("POST", request.method)
+        body = self.read_body(request)
         params = []
         if body.strip():
-            ctype = environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
+            ctype = request.header("content-type").split(";")[0].strip().lower()
             if ctype != "application/x-www-form-urlencoded":
                 raise RequestError(415, "send q as a form field (application/"
                                         "x-www-form-urlencoded) or in the query string")
             params = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
         # As InfluxDB (Go's FormValue): the form body before the query string.
-        params += parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+        params += parse_qsl(request.query, keep_blank_values=True)
         q = next((v for k, v in params if k == "q"), "")
         if not q.strip():
             raise RequestError(400, 'missing required parameter "q"')
         headers = {"Content-Type": "application/x-www-form-urlencoded"}
-        auth = environ.get("HTTP_AUTHORIZATION")
+        auth = request.header("authorization")
         if auth and self.cfg.admin_token is None:  # else it holds our token, not InfluxDB's
             headers["Authorization"] = auth
         rest = urlencode([(k, v) for k, v in params if k != "q"])
         response, outcome = admin.query(
             self.fanout.outputs, rest, urlencode([("q", q)]).encode("utf-8"), headers)
-        log.info("admin query from %s: %s", environ.get("REMOTE_ADDR"), outcome)
-        return _respond(start_response, response, [("X-Relay-Backends", outcome)])
+        log.info("admin query from %s: %s", request.remote, outcome)
+        return response._replace(headers=tuple(response.headers) + (("X-Relay-Backends", outcome),))
 
     # -- /status and /admin/flush -------------------------------------------
 
-    def status(self, environ, start_response):
-        method = environ["REQUEST_METHOD"]
-        if method not in ("GET", "HEAD"):
-            return _not_allowed(start_response, "GET, HEAD", method)
+    def status(self, request):
+        if request.method not in ("GET", "HEAD"):
+            return _not_allowed("GET, HEAD", request.method)
         outputs = {o.name: o.status() for o in self.fanout.outputs}
-        return _json(start_response, 200, {"listener": self.cfg.name, "outputs": outputs})
+        return json_response(200, {"listener": self.cfg.name, "outputs": outputs})
 
-    def flush(self, environ, start_response):
+    def flush(self, request):
         """Empty every retry buffer, or ``?output=NAME``'s; say what was dropped."""
-        self.check_admin(environ)
-        method = environ["REQUEST_METHOD"]
-        if method != "POST":
-            return _not_allowed(start_response, "POST", method)
-        wanted = parse_qs(environ.get("QUERY_STRING", "")).get("output")
+        self.check_admin(request)
+        if request.method != "POST":
+            return _not_allowed("POST", request.method)
+        wanted = parse_qs(request.query).get("output")
         outputs = [o for o in self.fanout.outputs if not wanted or o.name in wanted]
         if wanted and not outputs:
             raise RequestError(404, "no output named %s" % ", ".join(wanted)[:100])
@@ -228,17 +230,16 @@ class WriteApp(object):
         for output in outputs:
             writes, size = output.flush()
             flushed[output.name] = {"writes": writes, "bytes": size}
-        return _json(start_response, 200, {"flushed": flushed})
+        return json_response(200, {"flushed": flushed})
 
     # -- /write ------------------------------------------------------------
 
-    def write(self, environ, start_response):
+    def write(self, request):
         received_ns = time.time_ns()
-        method = environ["REQUEST_METHOD"]
-        if method != "POST":
-            return _not_allowed(start_response, "POST", method)
+        if request.method != "POST":
+            return _not_allowed("POST", request.method)
         self.check_rate()
-        query = environ.get("QUERY_STRING", "")
+        query = request.query
         # As InfluxDB reads them: the first value of each, blank or not.
         params = parse_qs(query, keep_blank_values=True)
         if not params.get("db", [""])[0]:
@@ -251,7 +252,7 @@ class WriteApp(object):
         if precision == "us":
             self._warn_us("write with precision=us from %s: InfluxDB 1.x reads it as "
                           "nanoseconds (its microseconds are \"u\"), and so does the relay",
-                          environ.get("REMOTE_ADDR"))
+                          request.remote)
         translate = None
         if self.has_v2_outputs:
             if not apiv2.v1_precision_has_v2_name(precision):
@@ -261,14 +262,14 @@ class WriteApp(object):
         if self.cfg.default_retention_policy and not params.get("rp", [""])[0]:
             query += "&rp=" + quote(self.cfg.default_retention_policy, safe="")
 
-        response = self.forward(environ, query, lineprotocol.PRECISION_NS[precision],
+        response = self.forward(request, query, lineprotocol.PRECISION_NS[precision],
                                 received_ns, translate, "db=%s" % params["db"][0])
-        return _respond(start_response, apiv2.as_v1(response))
+        return apiv2.as_v1(response)
 
-    def forward(self, environ, query, unit_ns, received_ns, translate, what):
+    def forward(self, request, query, unit_ns, received_ns, translate, what):
         """Read, check, stamp (in units of ``unit_ns``) and filter a write's body;
         send it; the client's Response."""
-        body = self.read_body(environ)
+        body = self.read_body(request)
         bodies = None
         ts = lineprotocol.stamp(unit_ns, received_ns)
         try:
@@ -282,7 +283,7 @@ class WriteApp(object):
                     body = b"\n".join(lines)
                 bodies = self.router.split(lines, body)
         except LineProtocolError as e:
-            log.info("rejected write from %s: %s", environ.get("REMOTE_ADDR"), e)
+            log.info("rejected write from %s: %s", request.remote, e)
             raise RequestError(400, str(e))
         stats = self.stats
         stats.points += points
@@ -292,35 +293,32 @@ class WriteApp(object):
             return WRITTEN
 
         headers = {"Content-Type": "text/plain; charset=utf-8"}
-        auth = environ.get("HTTP_AUTHORIZATION")
+        auth = request.header("authorization")
         if auth:
             headers["Authorization"] = auth
-        response = self.fanout.write(
+        request.note = "%s points=%d" % (what, points)
+        return self.fanout.write(
             apiv2.write_endpoint, query, body, headers, bodies=bodies, translate=translate)
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("write %s points=%d bytes=%d -> %d", what, points, len(body), response.status)
-        return response
 
     # -- /api/v2/write -------------------------------------------------------
 
-    def write_v2(self, environ, start_response):
+    def write_v2(self, request):
         """InfluxDB 2.x's write: the same rules as /write, errors in 2.x's shape."""
         try:
-            return self._write_v2(environ, start_response)
+            return self._write_v2(request)
         except RequestError as e:
-            extra = [("Connection", "close")] if environ.get("influx_relay.close") else []
-            return _respond(start_response, apiv2.error_response(e.status, e.message), extra)
+            return apiv2.error_response(e.status, e.message)._replace(headers=tuple(e.headers))
 
-    def _write_v2(self, environ, start_response):
+    def _write_v2(self, request):
         received_ns = time.time_ns()
-        method = environ["REQUEST_METHOD"]
+        method = request.method
         if method == "OPTIONS":
-            return _not_allowed(start_response, "POST", method)
+            return _not_allowed("POST", method)
         if method != "POST":
             response = apiv2.error_response(405, "method not allowed: %s" % method[:20])
-            return _respond(start_response, response, [("Allow", "POST")])
+            return response._replace(headers=(("Allow", "POST"),))
         self.check_rate()
-        query = environ.get("QUERY_STRING", "")
+        query = request.query
         params = parse_qs(query, keep_blank_values=True)
         bucket = params.get("bucket", [""])[0]
         if not bucket:
@@ -333,19 +331,18 @@ class WriteApp(object):
             raise RequestError(400, 'bucket "%s" names no database before "/" for the InfluxDB '
                                     "1.x outputs of this relay" % bucket[:100])
 
-        response = self.forward(environ, query, apiv2.PRECISION_NS[precision], received_ns,
+        response = self.forward(request, query, apiv2.PRECISION_NS[precision], received_ns,
                                 translate, "bucket=%s" % bucket)
-        return _respond(start_response, apiv2.as_v2(response))
+        return apiv2.as_v2(response)
 
     # -- /ready ----------------------------------------------------------------
 
-    def ready(self, environ, start_response):
+    def ready(self, request):
         """InfluxDB 2.x's readiness probe: the relay is up (its backends may not be)."""
-        method = environ["REQUEST_METHOD"]
-        if method not in ("GET", "HEAD"):
-            return _not_allowed(start_response, "GET, HEAD", method)
+        if request.method not in ("GET", "HEAD"):
+            return _not_allowed("GET, HEAD", request.method)
         started = datetime.fromtimestamp(self.started, timezone.utc)
-        return _json(start_response, 200, {
+        return json_response(200, {
             "status": "ready",
             "started": started.isoformat().replace("+00:00", "Z"),
             "up": "%.3fs" % (time.time() - self.started),
@@ -353,64 +350,41 @@ class WriteApp(object):
 
     # -- /api/v1/prom/write --------------------------------------------------
 
-    def prom_write(self, environ, start_response):
+    def prom_write(self, request):
         """A Prometheus remote write: the (snappy) body goes to every output's
         write_prom endpoint as it came, with the /write response rules and
         retry buffers. It is never decoded, stamped or filtered."""
-        method = environ["REQUEST_METHOD"]
-        if method != "POST":
-            return _not_allowed(start_response, "POST", method)
+        if request.method != "POST":
+            return _not_allowed("POST", request.method)
         self.check_rate()
-        query = environ.get("QUERY_STRING", "")
+        query = request.query
         if self.cfg.default_retention_policy and not parse_qs(query).get("rp"):
             query += "&rp=" + quote(self.cfg.default_retention_policy, safe="")
-        body = self.read_body(environ, decode=False)
+        body = self.read_body(request, decode=False)
         headers = {}
-        for name, key in _PROM_HEADERS:
-            value = environ.get(key)
+        for name in _PROM_HEADERS:
+            value = request.header(name.lower())
             if value:
                 headers[name] = value
-        response = self.fanout.write(_prom_endpoint, query, body, headers)
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("prometheus write bytes=%d -> %d", len(body), response.status)
-        return _respond(start_response, response)
+        request.note = "prometheus bytes=%d" % len(body)
+        return self.fanout.write(_prom_endpoint, query, body, headers)
 
-    def read_body(self, environ, decode=True):
+    def read_body(self, request, decode=True):
         """The request body, decoded, or a :class:`RequestError` (400, 408, 413, 415).
 
+        The whole request, headers and body, must arrive within read-timeout.
         With ``decode=False`` the body is returned as it came (only its size is
         checked), whatever its Content-Encoding.
         """
         limit = self.max_body_size
-        length = environ.get("CONTENT_LENGTH")
-        if length:
-            try:
-                length = int(length)
-            except ValueError:
-                raise RequestError(400, "invalid Content-Length")
-            if length > limit:
-                _forget_body(environ)
-                raise RequestError(413, "request body too large (limit %d bytes)" % limit)
-        stream = environ["wsgi.input"]
-        # The whole request, headers and body, must arrive within read-timeout.
-        deadline = environ.get("influx_relay.read_deadline")
-        left = max(0.001, deadline - time.monotonic()) if deadline else None
         try:
-            if length and length <= stream.buffered:
-                body = stream.read(length)  # here already: no wait, no timer
-            else:
-                with gevent.Timeout(left, socket.timeout):
-                    body = stream.read(limit + 1) if not length else stream.read(length)
-        except socket.timeout:
-            _forget_body(environ)
-            raise RequestError(408, "timed out reading the request body")
-        if len(body) > limit:
-            _forget_body(environ)
-            raise RequestError(413, "request body too large (limit %d bytes)" % limit)
+            body = request.read_body(limit)
+        except BodyError as e:
+            raise RequestError(e.status, e.message)
         if not decode:
             return body
 
-        encoding = environ.get("HTTP_CONTENT_ENCODING", "").strip().lower()
+        encoding = request.header("content-encoding").strip().lower()
         if encoding == "gzip":
             return _gunzip(body, limit)
         if encoding not in ("", "identity"):
@@ -452,16 +426,12 @@ class ByteBudget(object):
             granted.set()
 
 
-def _charge(environ, limit):
+def _charge(request, limit):
     """What a write body counts against the listener's budget (0 for one that
-    read_body refuses unread: a bad length, or over ``limit``)."""
-    length = environ.get("CONTENT_LENGTH")
-    if not length:
-        return CHUNKED_CHARGE if environ.get("HTTP_TRANSFER_ENCODING") else 0
-    try:
-        length = int(length)
-    except ValueError:
-        return 0
+    read_body refuses unread: over ``limit``)."""
+    if request.chunked:
+        return CHUNKED_CHARGE
+    length = request.body_length
     return length if 0 < length <= limit else 0
 
 
@@ -469,13 +439,9 @@ def _prom_endpoint(output):
     return output.cfg.endpoints.write_prom
 
 
-#: Headers of a Prometheus remote write passed to the backends, and their WSGI keys.
-_PROM_HEADERS = (
-    ("Content-Type", "CONTENT_TYPE"),
-    ("Content-Encoding", "HTTP_CONTENT_ENCODING"),
-    ("X-Prometheus-Remote-Write-Version", "HTTP_X_PROMETHEUS_REMOTE_WRITE_VERSION"),
-    ("Authorization", "HTTP_AUTHORIZATION"),
-)
+#: Headers of a Prometheus remote write passed to the backends.
+_PROM_HEADERS = ("Content-Type", "Content-Encoding", "X-Prometheus-Remote-Write-Version",
+                 "Authorization")
 
 
 def _gunzip(body, limit):
@@ -492,41 +458,10 @@ def _gunzip(body, limit):
     return out
 
 
-def _forget_body(environ):
-    """Don't read the rest of a body we refused: close the connection instead
-    of reading (and dropping) all of it before the next request."""
-    environ["wsgi.input"].abandon()
-    environ["influx_relay.close"] = True
-
-
-def _not_allowed(start_response, allow, method):
+def _not_allowed(allow, method):
     if method == "OPTIONS":
-        start_response(_STATUS[204], _COMMON + [("Allow", allow + ", OPTIONS")])
-        return []
-    response = error_response(405, "method not allowed: %s" % method[:20])
-    return _respond(start_response, response, [("Allow", allow)])
-
-
-def _json(start_response, status, obj):
-    body = json.dumps(obj, separators=(",", ":")).encode() + b"\n"
-    return _respond(start_response, Response(status, body, _JSON))
-
-
-def _error(start_response, status, message, environ=None, headers=()):
-    extra = list(headers)
-    if environ is not None and environ.get("influx_relay.close"):
-        extra.append(("Connection", "close"))
-    return _respond(start_response, error_response(status, message), extra)
-
-
-def _respond(start_response, response, extra=()):
-    """Send a :class:`Response` (a backend's, or one of ours)."""
-    headers = _COMMON + list(extra)
-    if response.body:
-        headers.append(("Content-Type", response.content_type or _JSON))
-        headers.append(("Content-Length", str(len(response.body))))
-    start_response(_STATUS.get(response.status) or _status_line(response.status), headers)
-    return [response.body] if response.body else []
+        return Response(204, b"", "", (("Allow", allow + ", OPTIONS"),))
+    return error_response(405, "method not allowed: %s" % method[:20], [("Allow", allow)])
 
 
 def tls_context(cfg):
@@ -542,36 +477,73 @@ _LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
 class HTTPListener(object):
-    """One ``[[http]]`` section, listening."""
+    """One ``[[http]]`` section, listening: serves ``app`` (a :class:`WriteApp`).
 
-    def __init__(self, cfg, fanout, sock=None):
+    Its interface is the one every listener has (see :mod:`.service`):
+    :meth:`bind`, :meth:`start`, :meth:`stop`, :meth:`close_unstarted`,
+    :meth:`dup_socket`, and :meth:`swap` to serve a new app on the same socket.
+    """
+
+    kind = "http"
+
+    def __init__(self, app, sock=None):
         """``sock``: an already listening socket to serve (a reload hands one over)."""
+        cfg = app.cfg
         self.cfg = cfg
         self.name = cfg.name
-        self.app = WriteApp(cfg, fanout)
+        self.app = app
         if cfg.admin_enabled and cfg.admin_token is None and cfg.host not in _LOOPBACK:
             log.warning("http listener %r: /admin is enabled without admin-token: any client "
                         "that reaches %s can run queries on every backend", cfg.name, cfg.bind_addr)
         self.server = HTTPServer(
             sock if sock is not None else (cfg.host, cfg.port),
-            self.app,
+            app,
             read_timeout=cfg.read_timeout,
             max_connections=MAX_CONNECTIONS,
             ssl_context=tls_context(cfg) if cfg.ssl_combined_pem else None,
-            headers=_COMMON,
+            headers=COMMON_HEADERS,
         )
 
     @property
     def address(self):
         return self.server.address
 
+    @property
+    def outputs(self):
+        return self.app.outputs
+
+    @property
+    def stats(self):
+        return self.app.stats
+
+    def bind(self):
+        """Open the socket now (OSError if it cannot be), before anything starts."""
+        self.server.init_socket()
+
+    def start(self):
+        self.app.fanout.start()
+        self.server.start()
+
+    def swap(self, app):
+        """Serve ``app`` from now on, on every connection (kept-alive ones too)."""
+        app.fanout.start()
+        self.server.application = app
+        self.server.read_timeout = app.cfg.read_timeout
+        self.app, self.cfg, self.name = app, app.cfg, app.cfg.name
+
     def use_tls_context(self, ctx):
         """Serve new connections with ``ctx`` (a certificate renewed in place);
         connections already open keep theirs."""
         self.server.wrap_socket = ctx.wrap_socket
 
-    def start(self):
-        self.server.start()
+    def dup_socket(self):
+        """A second handle on the listening socket, for a listener that replaces this one."""
+        return gsocket.socket(fileno=os.dup(self.server.socket.fileno()))
+
+    def close_unstarted(self):
+        sock = getattr(self.server, "socket", None)
+        if sock is not None:
+            sock.close()
 
     def stop(self, timeout):
         """Stop accepting, let requests being answered finish (up to ``timeout``),

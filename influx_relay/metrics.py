@@ -1,11 +1,11 @@
 """Prometheus metrics: ``GET /metrics`` on every HTTP listener.
 
 The data path only bumps plain integers (a dict entry or an attribute per
-request, never per point): :class:`ListenerStats` for an HTTP listener,
-:class:`OutputMetrics` for an HTTP output, the counters already kept by the UDP
-listener and outputs, and :class:`~.output.OutputStats`. At scrape time
-:class:`RelayCollector` walks the relay's current listeners and outputs and
-turns those numbers into metric families. prometheus_client's own ``Counter``
+request, never per point): each HTTP listener's
+:class:`~.http_listener.ListenerStats`, each HTTP output's
+:class:`~.output.OutputCounters`, the counters the UDP listener and outputs
+keep. At scrape time :class:`RelayCollector` reads the relay's current
+listeners (a callable gives them) and turns those numbers into metric families. prometheus_client's own ``Counter``
 objects were measured at about 10 times the cost per request under gevent
 (see ``bench/metrics_overhead.py``), so the relay does not use them.
 
@@ -13,7 +13,6 @@ A broken metrics path never breaks the data path: the collector logs and
 skips what it cannot read, and ``/metrics`` answers 500 rather than raising.
 """
 
-import bisect
 import gc
 import logging
 import time
@@ -29,82 +28,24 @@ from prometheus_client.core import (
 )
 
 from . import __version__, workers
+from .output import DROP_REASONS, LATENCY_BUCKETS
+from .responses import Response
 
 log = logging.getLogger(__name__)
 
 PREFIX = "influx_relay_"
 
-#: Upper bounds (seconds) of the direct write latency histogram's buckets.
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-
-#: Results of a direct write to a backend, plus "buffered": queued for a retry.
-WRITE_RESULTS = ("ok", "rejected", "failed", "buffered")
-RETRY_RESULTS = ("ok", "rejected", "failed")
-DROP_REASONS = ("full", "rejected", "expired", "flushed")
-
-
-class ListenerStats(object):
-    """Counters of one HTTP listener, bumped once per request."""
-
-    __slots__ = ("requests", "points", "bytes")
-
-    def __init__(self):
-        self.requests = {}  # (path, status text "204") -> count
-        self.points = 0
-        self.bytes = 0
-
-
-class OutputMetrics(object):
-    """Counters of one HTTP output, bumped once per write (or retried batch)."""
-
-    __slots__ = ("writes", "retries", "latency_buckets", "latency_sum", "up")
-
-    def __init__(self):
-        self.writes = dict.fromkeys(WRITE_RESULTS, 0)
-        self.retries = dict.fromkeys(RETRY_RESULTS, 0)
-        self.latency_buckets = [0] * (len(LATENCY_BUCKETS) + 1)  # the last one is +Inf
-        self.latency_sum = 0.0
-        self.up = True  # until a write to it fails
-
-    def direct(self, result, seconds):
-        """A direct write ended with ``result`` ("ok", "rejected" or "failed")."""
-        self.writes[result] += 1
-        self.latency_buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
-        self.latency_sum += seconds
-
-
-class RequestCounter(object):
-    """WSGI middleware counting requests by path and status.
-
-    Paths the app does not route are counted as "other", so a scanner cannot
-    grow the label set.
-    """
-
-    def __init__(self, app, stats):
-        self.app = app
-        self.stats = stats
-
-    def __call__(self, environ, start_response):
-        path = environ.get("PATH_INFO", "")
-        if path not in self.app.routes:
-            path = "other"
-        requests = self.stats.requests
-
-        def counted(status, headers, exc_info=None):
-            key = (path, status[:3])
-            requests[key] = requests.get(key, 0) + 1
-            return start_response(status, headers, exc_info)
-
-        return self.app(environ, counted)
-
 
 class Metrics(object):
-    """The metrics of one relay: a registry of its own, not the global one."""
+    """The metrics of one relay: a registry of its own, not the global one.
 
-    def __init__(self, relay):
+    ``listeners()`` returns the relay's listeners at the moment it is called.
+    """
+
+    def __init__(self, listeners):
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(RelayCollector(relay))
-        self.listeners = {}  # HTTP listener name -> ListenerStats, kept across reloads
+        self.registry.register(RelayCollector(self, listeners))
+        self.listeners = {}  # HTTP listener name -> its stats, kept across reloads
         self.reloads = {"ok": 0, "failed": 0}
         self.last_reload_ok = 1
         self.last_reload_time = 0.0
@@ -114,10 +55,11 @@ class Metrics(object):
             except Exception:  # pragma: no cover - a platform without /proc, say
                 log.debug("metrics: %s unavailable", collector.__name__, exc_info=True)
 
-    def listener_stats(self, name):
+    def listener_stats(self, name, make):
+        """The stats of HTTP listener ``name``, made with ``make()`` the first time."""
         stats = self.listeners.get(name)
         if stats is None:
-            stats = self.listeners[name] = ListenerStats()
+            stats = self.listeners[name] = make()
         return stats
 
     def forget_listeners(self, keep):
@@ -130,31 +72,24 @@ class Metrics(object):
         self.last_reload_ok = int(ok)
         self.last_reload_time = time.time()
 
-    def serve(self, environ, start_response):
-        """The WSGI handler of ``GET /metrics``."""
-        method = environ["REQUEST_METHOD"]
-        if method not in ("GET", "HEAD"):
-            start_response("405 Method Not Allowed",
-                           [("Allow", "GET, HEAD"), ("Content-Type", "text/plain"),
-                            ("Content-Length", "19")])
-            return [b"method not allowed\n"]
+    def serve(self, request):
+        """The handler of ``GET /metrics``."""
+        if request.method not in ("GET", "HEAD"):
+            return Response(405, b"method not allowed\n", "text/plain", (("Allow", "GET, HEAD"),))
         try:
             body = generate_latest(self.registry)
         except Exception:
             log.exception("metrics: cannot render /metrics")
-            start_response("500 Internal Server Error",
-                           [("Content-Type", "text/plain"), ("Content-Length", "24")])
-            return [b"metrics are unavailable\n"]
-        start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST),
-                                  ("Content-Length", str(len(body)))])
-        return [body] if method == "GET" else []
+            return Response(500, b"metrics are unavailable\n", "text/plain")
+        return Response(200, body, CONTENT_TYPE_LATEST)
 
 
 class RelayCollector(object):
     """Reads the relay's counters at scrape time (a custom prometheus_client collector)."""
 
-    def __init__(self, relay):
-        self.relay = relay
+    def __init__(self, metrics, listeners):
+        self.metrics = metrics
+        self.listeners = listeners
 
     def collect(self):
         families = []
@@ -169,7 +104,7 @@ class RelayCollector(object):
     # failure halfway never yields a family with half its samples.
 
     def _relay(self):
-        metrics = self.relay.metrics
+        metrics = self.metrics
         info = GaugeMetricFamily(PREFIX + "info", "The relay's version.", labels=["version"])
         info.add_metric([__version__], 1)
         reloads = CounterMetricFamily(PREFIX + "config_reloads",
@@ -203,7 +138,7 @@ class RelayCollector(object):
             PREFIX + "http_bytes_received",
             "Bytes of line protocol accepted in /write requests (decoded), by listener.",
             labels=["listener"])
-        for listener in self.relay.http:
+        for listener in self._of("http"):
             name = listener.name
             stats = listener.app.stats
             for (path, status), n in list(stats.requests.items()):
@@ -227,9 +162,14 @@ class RelayCollector(object):
             "Batches of buffered writes sent again, by result.", labels=labels + ["result"])
         drops = CounterMetricFamily(
             PREFIX + "output_dropped_writes",
-            "Buffered (or to-be-buffered) writes dropped, by reason: full buffer, "
-            "rejected by the backend on retry, older than buffer-max-age, flushed by an admin.",
+            "Writes another backend took that this one will not get, by reason: full buffer, "
+            "rejected by the backend on retry, older than buffer-max-age, flushed by an admin, "
+            "missed (failed, and no retry buffer).",
             labels=labels + ["reason"])
+        in_flight = GaugeMetricFamily(
+            PREFIX + "output_in_flight_bytes",
+            "Bytes of write bodies being sent to the backend right now (bounded per output).",
+            labels=labels)
         up = GaugeMetricFamily(
             PREFIX + "backend_up",
             "1 if the backend's last direct or retried write was answered (2xx or 4xx), "
@@ -255,23 +195,23 @@ class RelayCollector(object):
         coalesced_writes = CounterMetricFamily(
             PREFIX + "output_coalesced_writes",
             "Direct writes that went to the backend merged with others.", labels=labels)
-        for listener in self.relay.http:
-            for output in listener.app.fanout.outputs:
+        for listener in self._of("http"):
+            for output in listener.outputs:
                 key = [listener.name, output.name]
-                m = output.metrics
-                for result, n in m.writes.items():
+                c = output.counters
+                for result, n in c.writes.items():
                     writes.add_metric(key + [result], n)
-                for result, n in m.retries.items():
+                for result, n in c.retries.items():
                     retries.add_metric(key + [result], n)
                 cumulative, buckets = 0, []
-                for bound, n in zip(LATENCY_BUCKETS + (float("inf"),), m.latency_buckets):
+                for bound, n in zip(LATENCY_BUCKETS + (float("inf"),), c.latency_buckets):
                     cumulative += n
                     buckets.append((_bound(bound), cumulative))
-                latency.add_metric(key, buckets, m.latency_sum)
-                up.add_metric(key, 1 if m.up else 0)
-                stats = output.stats
+                latency.add_metric(key, buckets, c.latency_sum)
+                up.add_metric(key, 1 if c.up else 0)
                 for reason in DROP_REASONS:
-                    drops.add_metric(key + [reason], getattr(stats, "dropped_" + reason))
+                    drops.add_metric(key + [reason], c.dropped[reason])
+                in_flight.add_metric(key, output.in_flight_bytes)
                 status = output.status()
                 buffering.add_metric(key, 1 if status.get("backlog") else 0)
                 if status.get("buffer", True) is not None:
@@ -279,14 +219,13 @@ class RelayCollector(object):
                     buffered_writes.add_metric(key, status.get("buffered_writes", 0))
                     oldest.add_metric(key, status.get("oldest_age_seconds", 0))
                     limit.add_metric(key, status.get("limit_bytes", 0))
-                coalescer = getattr(output.backend, "coalescer", None)
-                if coalescer is not None:
-                    c = coalescer.stats
-                    coalesced.add_metric(key + ["sent"], c.requests)
-                    coalesced.add_metric(key + ["split"], c.split)
-                    coalesced_writes.add_metric(key, c.writes)
+                merged = output.coalesce_stats
+                if merged is not None:
+                    coalesced.add_metric(key + ["sent"], merged.requests)
+                    coalesced.add_metric(key + ["split"], merged.split)
+                    coalesced_writes.add_metric(key, merged.writes)
         return [writes, latency, retries, drops, up, buffering, buffered_bytes,
-                buffered_writes, oldest, limit, coalesced, coalesced_writes]
+                buffered_writes, oldest, limit, in_flight, coalesced, coalesced_writes]
 
     def _udp(self):
         received = CounterMetricFamily(
@@ -303,13 +242,17 @@ class RelayCollector(object):
             PREFIX + "udp_dropped",
             "Lines longer than the output's mtu and datagrams that could not be sent, "
             "by listener and output.", labels=["listener", "output"])
-        for listener in self.relay.udp:
+        for listener in self._of("udp"):
             received.add_metric([listener.name], getattr(listener, "received", 0))
             malformed.add_metric([listener.name], listener.malformed)
             for output in listener.outputs:
                 sent.add_metric([listener.name, output.name], output.sent)
                 dropped.add_metric([listener.name, output.name], output.dropped)
         return [received, malformed, sent, dropped]
+
+
+    def _of(self, kind):
+        return [listener for listener in self.listeners() if listener.kind == kind]
 
 
 def count_greenlets():

@@ -1,50 +1,115 @@
-"""An HTTP output: a backend, and the retry buffer of what it has missed.
+"""An HTTP output: a backend, the retry buffer of what it has missed, and the
+counters of both.
 
-While an output's buffer is empty, writes go to its backend directly (the
-fan-out sends them). Once it holds anything, new writes for that backend join
-the end of the buffer instead of overtaking it, and one greenlet per output
-sends the buffer oldest first, batching writes that share an endpoint, query
-string and credentials, until it is empty again. So a backend that was down
-gets every write it missed, in the order the relay acknowledged them.
+Callers ask an output to do things; they never reach through it to its
+backend: :meth:`Output.send` makes a direct write (the fan-out's), :meth:`~Output.hold`
+queues one for later, :meth:`~Output.ping` and :meth:`~Output.query` serve /health
+and /admin. Each does its own accounting, in :class:`OutputCounters`.
+
+While an output's buffer is empty, writes go to its backend directly. Once it
+holds anything, new writes for that backend join the end of the buffer instead
+of overtaking it, and one greenlet per output sends the buffer oldest first,
+batching writes that share an endpoint, query string and credentials, until it
+is empty again. So a backend that was down gets every write it missed, in the
+order the relay acknowledged them.
 """
 
+import bisect
 import logging
 import time
+from typing import Dict, NamedTuple, Optional, Tuple
 
 import gevent
 from gevent.event import Event
 
-from .buffer import PENDING, READY, BufferFull, Entry
-from .backend import retryable
+from . import logs
+from .backend import Backend, HTTPBackend
+from .buffer import PENDING, READY, BufferFull, Entry, RetryBuffer, make_buffer
+from .coalesce import CoalesceStats, CoalescingBackend
 from .errors import BackendError
-from .metrics import OutputMetrics
+from .responses import Response, retryable
 from .retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 
+#: What a direct write to a backend came to.
+OK, REJECTED, FAILED = "ok", "rejected", "failed"
 
-class OutputStats(object):
-    """Counters of one output, read by /status and /metrics."""
+#: Upper bounds (seconds) of the direct write latency histogram's buckets.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: Results of a direct write, plus "buffered": queued for a retry.
+WRITE_RESULTS = (OK, REJECTED, FAILED, "buffered")
+RETRY_RESULTS = (OK, REJECTED, FAILED)
+#: Why a write another backend took never reached this one: its buffer was full;
+#: the backend refused it on retry; it waited longer than buffer-max-age; an
+#: admin flushed it; or the output has no buffer and its backend failed it.
+DROP_REASONS = ("full", "rejected", "expired", "flushed", "missed")
 
-    __slots__ = ("dropped_full", "dropped_rejected", "dropped_expired", "dropped_flushed",
-                 "retries", "replayed_bytes", "replayed_batches")
+#: Bytes of write bodies, and requests, in flight to one backend at once. Past
+#: either, a write is not sent to it: it counts as failed for that backend
+#: (buffered if the output has a buffer, else missed), so a backend that
+#: accepts connections and never answers cannot hold the relay's memory and
+#: file descriptors. One write larger than the limit still goes, alone.
+MAX_IN_FLIGHT_BYTES = 32 * 1024 * 1024
+MAX_IN_FLIGHT_REQUESTS_PER_POOL_SLOT = 4
+
+
+class Sent(NamedTuple):
+    """A direct write's outcome: ``result`` (OK: 2xx, REJECTED: the data is
+    wrong, FAILED: try later), the backend's ``response`` (None when it did
+    not answer) and the :class:`BackendError` (None when it did)."""
+
+    result: str
+    response: Optional[Response]
+    error: Optional[BackendError]
+
+    @property
+    def reason(self) -> str:
+        if self.error is not None:
+            return self.error.reason
+        assert self.response is not None
+        return "HTTP %d: %s" % (self.response.status, snippet(self.response.body))
+
+
+class OutputCounters(object):
+    """Everything counted about one output, read by /status and /metrics; bumped
+    once per write or retried batch, never per point."""
+
+    __slots__ = ("writes", "retries", "dropped", "latency_buckets", "latency_sum", "up",
+                 "replayed_bytes", "replayed_batches")
 
     def __init__(self):
-        for name in self.__slots__:
-            setattr(self, name, 0)
+        self.writes = dict.fromkeys(WRITE_RESULTS, 0)
+        self.retries = dict.fromkeys(RETRY_RESULTS, 0)
+        self.dropped = dict.fromkeys(DROP_REASONS, 0)
+        self.latency_buckets = [0] * (len(LATENCY_BUCKETS) + 1)  # the last one is +Inf
+        self.latency_sum = 0.0
+        self.up = True  # until a write to it fails
+        self.replayed_bytes = 0
+        self.replayed_batches = 0
+
+    def direct(self, result, seconds):
+        """A direct write ended with ``result``, after ``seconds``."""
+        self.writes[result] += 1
+        self.latency_buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.latency_sum += seconds
 
 
 class Output(object):
-    def __init__(self, backend, buffer=None, policy=None, max_batch=512 * 1024, max_age=None):
+    backend: Backend
+    buffer: Optional[RetryBuffer]
+
+    def __init__(self, cfg, backend: Backend, buffer: Optional[RetryBuffer] = None,
+                 policy: Optional[RetryPolicy] = None, max_batch: int = 512 * 1024,
+                 max_age: Optional[float] = None):
+        self.cfg = cfg
+        self.name = cfg.name
         self.backend = backend
-        self.cfg = backend.output
-        self.name = backend.name
         self.buffer = buffer
         self.policy = policy or RetryPolicy()
         self.max_batch = max_batch
         self.max_age = max_age
-        self.stats = OutputStats()
-        self.metrics = OutputMetrics()
+        self.counters = OutputCounters()
         self._full_drops = 0  # writes dropped since the buffer became full
         self._down_failures = 0  # failed attempts since the backend went down
         self._wake = Event()
@@ -53,15 +118,112 @@ class Output(object):
             self._drained.set()
         self._loop = None
         self._failures = 0
+        self.max_in_flight_bytes = MAX_IN_FLIGHT_BYTES
+        self.max_in_flight_requests = MAX_IN_FLIGHT_REQUESTS_PER_POOL_SLOT * cfg.pool_size
+        self.in_flight_bytes = 0
+        self.in_flight_requests = 0
+        self._warn_in_flight = logs.Throttled(log)
+        self._warn_missed = logs.Throttled(log, logging.ERROR)
 
     @classmethod
-    def from_config(cls, cfg, backend, buffer):
+    def from_config(cls, cfg, buffered: bool = True) -> "Output":
+        """The output ``cfg`` describes: its backend (merging small writes with
+        ``coalesce``) and, if ``buffered``, the retry buffer it asks for."""
+        backend: Backend = HTTPBackend(cfg)
+        if cfg.coalesce:
+            backend = CoalescingBackend(backend, cfg.coalesce_max_kb * 1024)
+        try:
+            buffer = make_buffer(cfg) if buffered else None
+        except BaseException:
+            backend.close()
+            raise
         policy = RetryPolicy(cap=cfg.max_delay_interval)
-        max_age = cfg.buffer_max_age or None
-        return cls(backend, buffer, policy, cfg.max_batch_kb * 1024, max_age)
+        return cls(cfg, backend, buffer, policy, cfg.max_batch_kb * 1024,
+                   cfg.buffer_max_age or None)
 
     def __str__(self):
         return self.name
+
+    @property
+    def coalesce_stats(self) -> Optional[CoalesceStats]:
+        """The counters of merged writes (a CoalesceStats), or None without ``coalesce``."""
+        return self.backend.stats if isinstance(self.backend, CoalescingBackend) else None
+
+    # -- sending ---------------------------------------------------------------
+
+    def send(self, endpoint: str, query: str, body: bytes, headers: Dict[str, str]) -> Sent:
+        """Write ``body`` to the backend now; a :class:`Sent`. Counted, and the
+        backend marked up or down. Past the in-flight limits the write is not
+        sent and comes back FAILED at once."""
+        size = len(body)
+        if self.in_flight_requests and (
+                self.in_flight_bytes + size > self.max_in_flight_bytes
+                or self.in_flight_requests >= self.max_in_flight_requests):
+            return self._over_limit(size)
+        self.in_flight_bytes += size
+        self.in_flight_requests += 1
+        started = time.monotonic()
+        response: Optional[Response] = None
+        error: Optional[BackendError] = None
+        try:
+            response = self.backend.post(endpoint, query, body, headers)
+        except BackendError as e:
+            error = e
+        except Exception as e:  # a bug must not leave the client waiting
+            log.exception("%s: unexpected error while writing", self)
+            error = BackendError(self, "internal error: %s" % e)
+        finally:
+            self.in_flight_bytes -= size
+            self.in_flight_requests -= 1
+        if response is None or retryable(response.status):
+            result = FAILED
+        elif response.status >= 300:
+            result = REJECTED
+        else:
+            result = OK
+        sent = Sent(result, response, error)
+        self.counters.direct(result, time.monotonic() - started)
+        if result == FAILED:
+            self.answered(False, sent.reason)
+        else:
+            self.answered(True)
+        return sent
+
+    def _over_limit(self, size: int) -> Sent:
+        reason = ("%d request(s), %d bytes, already in flight to a slow backend (limits %d, %d)"
+                  % (self.in_flight_requests, self.in_flight_bytes, self.max_in_flight_requests,
+                     self.max_in_flight_bytes))
+        self._warn_in_flight("output %s: a write of %d bytes was not sent: %s", self, size, reason)
+        self.counters.writes[FAILED] += 1
+        self.answered(False, reason)
+        return Sent(FAILED, None, BackendError(self, reason))
+
+    def missed(self, sent: Sent) -> None:
+        """A write another backend took failed here, and this output has no
+        buffer to keep it: the backend will never have it. Counted and logged."""
+        self.counters.dropped["missed"] += 1
+        self._warn_missed("output %s: missed a write another backend took (no retry buffer): %s",
+                          self, sent.reason)
+
+    def ping(self, timeout: float) -> Tuple[bool, str]:
+        """``(ok, text)``: whether the backend answers its ping endpoint with 2xx
+        within ``timeout``, as /health reports it ("OK. Time taken 3ms")."""
+        start = time.monotonic()
+        endpoint = self.cfg.endpoints.ping
+        try:
+            r = self.backend.get(endpoint, timeout=timeout)
+        except BackendError as e:
+            return False, "KO. %s" % e.reason
+        if r.status >= 300:
+            return False, "KO. HTTP %d from %s" % (r.status, endpoint)
+        return True, "OK. Time taken %dms" % round((time.monotonic() - start) * 1000)
+
+    def query(self, query_string: str, body: bytes, headers: Dict[str, str]) -> Response:
+        """POST a query to the backend's query endpoint: its Response, or raises
+        :class:`BackendError`. Never buffered nor retried."""
+        return self.backend.post(self.cfg.endpoints.query, query_string, body, headers)
+
+    # -- the state the fan-out reads -------------------------------------------
 
     @property
     def direct(self):
@@ -73,6 +235,14 @@ class Output(object):
         """Whether the backlog is being delivered to a backend that answers well."""
         return self.buffer is not None and self._failures == 0 and bool(self.buffer)
 
+    @property
+    def has_buffer(self):
+        return self.buffer is not None
+
+    @property
+    def durable(self):
+        return self.buffer is not None and self.buffer.durable
+
     def wait_direct(self, timeout, give_up=lambda: False):
         """Wait, up to ``timeout`` seconds, for a draining backlog to be through."""
         deadline = time.monotonic() + timeout
@@ -83,25 +253,23 @@ class Output(object):
             self._drained.wait(min(remaining, 0.1))  # and look at _failures again
         return not give_up()
 
-    @property
-    def has_buffer(self):
-        return self.buffer is not None
-
     def start(self):
         if self.buffer is not None and self._loop is None:
             self._loop = gevent.spawn(self._run)
             if self.buffer:
                 self._wake.set()
 
-    def hold(self, key, body, pending=False):
+    def hold(self, key: tuple, body: bytes, pending: bool = False) -> Optional[Entry]:
         """Queue one write for this backend; the :class:`Entry`, or None if it did not fit."""
+        buffer = self.buffer
+        assert buffer is not None, "hold() on an output without a buffer"
         entry = Entry(key, body, PENDING if pending else READY)
-        was_empty = not self.buffer
+        was_empty = not buffer
         try:
-            self.buffer.append([entry])
+            buffer.append([entry])
             self._drained.clear()
         except BufferFull as e:
-            self.stats.dropped_full += 1
+            self.counters.dropped["full"] += 1
             self._full_drops += 1
             # One line when the buffer fills up, one when it has room again.
             level = logging.ERROR if self._full_drops == 1 else logging.DEBUG
@@ -111,10 +279,10 @@ class Output(object):
             log.warning("output %s: buffer has room again; %d write(s) were dropped while it "
                         "was full", self, self._full_drops)
             self._full_drops = 0
-        self.metrics.writes["buffered"] += 1
+        self.counters.writes["buffered"] += 1
         if was_empty and not pending:
             # When the backend is down, the "backend down" line said it already.
-            level = logging.WARNING if self.metrics.up else logging.DEBUG
+            level = logging.WARNING if self.counters.up else logging.DEBUG
             log.log(level, "output %s: backend is failing; buffering its writes", self)
         self._wake.set()
         return entry
@@ -123,12 +291,12 @@ class Output(object):
         """Record whether the backend answered its last write (direct or retried),
         and log when that changes: one line when it goes down, one when it is back.
         Returns whether it changed."""
-        metrics = self.metrics
+        counters = self.counters
         if not up:
             self._down_failures += 1
-        if up == metrics.up:
+        if up == counters.up:
             return False
-        metrics.up = up
+        counters.up = up
         if not up:
             if self.buffer is not None:
                 log.warning("output %s: backend down: %s; writes another backend acknowledges "
@@ -171,6 +339,7 @@ class Output(object):
 
     def _send_batch(self, batch):
         buffer = self.buffer
+        counters = self.counters
         endpoint, query, headers = batch[0].key
         if endpoint == self.cfg.endpoints.write_prom:
             batch = batch[:1]  # a protobuf body: two cannot be joined into one
@@ -182,35 +351,33 @@ class Output(object):
         self.answered(response.status < 300 or 400 <= response.status < 500)
         if response.status < 300:
             buffer.remove(batch)
-            self.metrics.retries["ok"] += 1
-            self.stats.replayed_bytes += len(body)
-            self.stats.replayed_batches += 1
+            counters.retries[OK] += 1
+            counters.replayed_bytes += len(body)
+            counters.replayed_batches += 1
             self._failures = 0
             if not buffer:
                 log.info("output %s: backlog delivered; writing directly again", self)
             return
         if not retryable(response.status):
-            self.metrics.retries["rejected"] += 1
+            counters.retries[REJECTED] += 1
             buffer.remove(batch)
-            self.stats.dropped_rejected += len(batch)
+            counters.dropped["rejected"] += len(batch)
             log.error(
                 "output %s: backend rejected %d buffered write(s) (%d bytes) with HTTP %d, "
                 "dropped: %s", self, len(batch), len(body), response.status,
-                response.body[:200].decode("utf-8", "replace").strip(),
+                snippet(response.body),
             )
             return
         self._failed("HTTP %d" % response.status, len(batch))
 
     def _failed(self, reason, n):
         self._failures += 1
-        self.stats.retries += 1
-        self.metrics.retries["failed"] += 1
+        self.counters.retries[FAILED] += 1
         # A backend failing its retries is down: answered() says so once.
         self.answered(False, reason)
         delay = self.policy.delay(self._failures)
-        level = logging.DEBUG
-        log.log(level, "output %s: retry of %d buffered write(s) failed (%s); next in %.1fs",
-                self, n, reason, delay)
+        log.debug("output %s: retry of %d buffered write(s) failed (%s); next in %.1fs",
+                  self, n, reason, delay)
         gevent.sleep(delay)
 
     def _drop_expired(self):
@@ -222,7 +389,7 @@ class Output(object):
                 break
             buffer.remove([head])
             dropped += 1
-        self.stats.dropped_expired += dropped
+        self.counters.dropped["expired"] += dropped
         log.error("output %s: dropped %d buffered write(s) older than %gs",
                   self, dropped, self.max_age)
 
@@ -230,12 +397,12 @@ class Output(object):
 
     def status(self):
         """What /status shows of this output."""
-        out = {"backlog": bool(self.buffer), "direct": self.direct}
-        coalescer = getattr(self.backend, "coalescer", None)
-        if coalescer is not None:
-            c = coalescer.stats
-            out.update({"coalesced_requests": c.requests, "coalesced_writes": c.writes,
-                        "coalesced_split": c.split})
+        counters = self.counters
+        out = {"backlog": bool(self.buffer), "direct": self.direct, "up": counters.up}
+        stats = self.coalesce_stats
+        if stats is not None:
+            out.update({"coalesced_requests": stats.requests, "coalesced_writes": stats.writes,
+                        "coalesced_split": stats.split})
         if self.buffer is None:
             out["buffer"] = None
             return out
@@ -246,36 +413,46 @@ class Output(object):
             "oldest_age_seconds": round(time.time() - oldest, 3) if oldest else 0,
             "limit_bytes": self.buffer.limit,
             "durable": self.buffer.durable,
+            "retries": counters.retries[FAILED],
+            "replayed_bytes": counters.replayed_bytes,
+            "replayed_batches": counters.replayed_batches,
         })
-        out.update({name: getattr(self.stats, name) for name in OutputStats.__slots__})
+        out.update({"dropped_" + reason: n for reason, n in counters.dropped.items()})
         return out
 
-    def flush(self):
+    def flush(self) -> Tuple[int, int]:
         """Drop the whole buffer; return (writes, bytes) dropped."""
         if self.buffer is None:
             return 0, 0
         n, size = self.buffer.clear()
         self._drained.set()
-        self.stats.dropped_flushed += n
+        self.counters.dropped["flushed"] += n
         if n:
             log.warning("output %s: flushed %d buffered write(s), %d bytes", self, n, size)
         return n, size
 
     def close(self, timeout=0):
         """Stop: give a memory backlog ``timeout`` seconds to drain, then say what is lost."""
-        if self.buffer is not None:
-            if self.buffer and not self.buffer.durable and timeout > 0:
+        buffer = self.buffer
+        if buffer is not None:
+            if buffer and not buffer.durable and timeout > 0:
                 deadline = time.time() + timeout
-                while self.buffer.head() is not None and time.time() < deadline:
+                while buffer.head() is not None and time.time() < deadline:
                     gevent.sleep(0.05)
             if self._loop is not None:
                 self._loop.kill()
-            if self.buffer.head() is not None:
-                if self.buffer.durable:
-                    log.info("output %s: %d write(s) stay buffered on disk", self, len(self.buffer))
+            if buffer.head() is not None:
+                if buffer.durable:
+                    log.info("output %s: %d write(s) stay buffered on disk", self, len(buffer))
                 else:
-                    points = sum(self.buffer.body(e).count(b"\n") + 1 for e in self.buffer.entries)
+                    points = sum(buffer.body(e).count(b"\n") + 1 for e in buffer.entries())
                     log.error("output %s: shutting down with %d buffered write(s): %d point(s) lost",
-                              self, len(self.buffer), points)
-            self.buffer.close()
+                              self, len(buffer), points)
+            buffer.close()
         self.backend.close()
+
+
+def snippet(body, limit=200):
+    """A backend's answer body, as text, cut short."""
+    text = body.decode("utf-8", "replace").strip()
+    return text if len(text) <= limit else text[:limit] + "..."

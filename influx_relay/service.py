@@ -1,23 +1,32 @@
-"""Build the relay from its config, run it, reload it, and stop it in order."""
+"""Build the relay from its config, run it, reload it, and stop it in order.
+
+Every listener, HTTP or UDP, has one interface: ``bind()`` (open its socket,
+or OSError), ``start()``, ``stop(timeout)``, ``close_unstarted()``,
+``dup_socket()`` (a second handle for the listener replacing it), ``swap(...)``
+(serve a new app, or new UDP outputs, on the same socket), and ``name``,
+``cfg``, ``kind``, ``address``, ``outputs``.
+
+A reload is a plan: :meth:`Relay._plan` compares the new config with what runs
+and builds what it needs (new outputs, apps, listeners on their sockets) into
+a list of steps, each a small dataclass; anything that can fail fails there,
+and what was built is undone. Then every step is performed, which cannot fail.
+"""
 
 import dataclasses
 import logging
-import os
 import signal
 import ssl
+from typing import List, Optional
 
 import gevent
-from gevent import socket as gsocket
 from gevent.event import Event
 from gevent.lock import Semaphore
 
 from . import config as config_mod, logs, systemd
-from .backend import HTTPBackend
-from .buffer import make_buffer
 from .errors import RelayError
 from .fanout import Fanout
-from .http_listener import HTTPListener, WriteApp, tls_context
-from .metrics import Metrics, RequestCounter
+from .http_listener import HTTPListener, ListenerStats, WriteApp, tls_context
+from .metrics import Metrics
 from .output import Output
 from .udp_listener import UDPListener, UDPOutput
 
@@ -29,7 +38,7 @@ class Relay(object):
 
     def __init__(self, config):
         self.config = config
-        self.metrics = Metrics(self)
+        self.metrics = Metrics(lambda: self.listeners)
         self.http = []
         self.udp = []
         self._stopped = Event()
@@ -37,7 +46,7 @@ class Relay(object):
         self._lock = Semaphore()  # one reload at a time, and none during stop
         self._retiring = []       # greenlets stopping what a reload replaced
         for cfg in config.http:
-            self.http.append(self._http_listener(cfg, _outputs(cfg)))
+            self.http.append(HTTPListener(self._app(cfg, _outputs(cfg))))
         for cfg in config.udp:
             self.udp.append(UDPListener(cfg))
 
@@ -45,25 +54,13 @@ class Relay(object):
     def listeners(self):
         return self.http + self.udp
 
-    def _http_listener(self, cfg, outputs, sock=None):
-        listener = HTTPListener(cfg, Fanout(outputs), sock=sock)
-        self._instrument(listener.app)
-        listener.server.application = RequestCounter(listener.app, listener.app.stats)
-        return listener
-
-    def _write_app(self, cfg, outputs):
-        app = WriteApp(cfg, Fanout(outputs))
-        self._instrument(app)
-        return app
-
-    def _instrument(self, app):
-        app.stats = self.metrics.listener_stats(app.cfg.name)
-        app.routes["/metrics"] = self.metrics.serve
+    def _app(self, cfg, outputs):
+        """The application of [[http]] ``cfg`` (its stats kept across reloads)."""
+        stats = self.metrics.listener_stats(cfg.name, ListenerStats)
+        return WriteApp(cfg, Fanout(outputs), stats=stats, routes={"/metrics": self.metrics.serve})
 
     def start(self):
         """Bind every listener, or raise :class:`RelayError` having bound none."""
-        for listener in self.http:
-            listener.app.fanout.start()
         started = []
         for listener in self.listeners:
             try:
@@ -75,7 +72,7 @@ class Relay(object):
                 if isinstance(e, RelayError):
                     raise
                 raise RelayError("%s listener %r: cannot start: %s" % (
-                    _kind(listener), listener.name, e.strerror or e))
+                    listener.kind, listener.name, e.strerror or e))
             started.append(listener)
             _announce(listener)
 
@@ -119,170 +116,254 @@ class Relay(object):
             try:
                 if new is None:
                     new = config_mod.load(path)
-                changes = self._apply(new)
+                steps = self._plan(new)
             except RelayError as e:
                 log.error("reload rejected, the running config stays: %s", e)
                 self.metrics.reloaded(False)
                 return False
+            changes = self._perform(steps, new.shutdown_timeout)
             self.config = new
             self.metrics.reloaded(True)
             log.info("config %s reloaded: %s; %s", path, _counts(new),
                      "%d change(s)" % changes if changes else "no changes")
             return True
 
-    def _apply(self, new):
-        """Build what ``new`` adds, then swap it in; return the number of changes.
-
-        Everything that can fail (binding, TLS files, buffers) happens before
-        the first change to the running relay, and is undone if it fails.
-        """
-        http_plan = _match(self.http, new.http)
-        udp_plan = _match(self.udp, new.udp)
-        built, bound, outputs_made = [], [], []
-        renewed = []  # (listener kept, its TLS context read again)
+    def _plan(self, new):
+        """The steps from the running relay to config ``new``, with everything
+        they need built (and undone again if any of it fails)."""
+        steps = []
         try:
-            http_steps = []
-            for cfg, old in http_plan:
-                if old is not None and cfg.ssl_combined_pem \
-                        and old.cfg.ssl_combined_pem == cfg.ssl_combined_pem:
-                    # The same path may hold a renewed certificate: read it again.
-                    renewed.append((old, _tls_context(cfg)))
-                if old is not None and old.cfg == cfg:
-                    http_steps.append(("keep", cfg, old, None, ()))
-                    continue
-                outputs, reused = _outputs_reusing(cfg, old.app.fanout.outputs if old else ())
-                outputs_made.extend(o for o in outputs if o not in reused)
-                if old is not None and old.cfg.ssl_combined_pem == cfg.ssl_combined_pem:
-                    # A new app even when only the outputs changed: what it
-                    # derives from them (filters, the APIs they speak) must follow.
-                    app = self._write_app(cfg, outputs)
-                    http_steps.append(("settings", cfg, old, app, reused))
-                    continue
-                sock = _dup(old.server.socket) if old is not None else None
-                listener = self._http_listener(cfg, outputs, sock=sock)
-                built.append(listener)
-                if sock is None:
-                    _bind(listener)
-                    bound.append(listener)
-                http_steps.append(("rebuild" if old else "add", cfg, old, listener, reused))
-
-            udp_steps = []
-            for cfg, old in udp_plan:
-                if old is not None and old.cfg == cfg:
-                    udp_steps.append(("keep", cfg, old, None))
-                    continue
-                if old is not None and _settings(old.cfg) == _settings(cfg):
-                    kept = {o.cfg: o for o in old.outputs}
-                    outputs = tuple(kept.get(o) or UDPOutput(o) for o in cfg.outputs)
-                    udp_steps.append(("outputs", cfg, old, outputs))
-                    continue
-                sock = _dup(old.socket) if old is not None else None
-                listener = UDPListener(cfg, sock=sock)
-                built.append(listener)
-                if sock is None:
-                    _bind(listener)
-                    bound.append(listener)
-                udp_steps.append(("rebuild" if old else "add", cfg, old, listener))
+            for cfg, old in _match(self.http, new.http):
+                steps.extend(self._http_steps(cfg, old))
+            for cfg, old in _match(self.udp, new.udp):
+                steps.append(_udp_step(cfg, old))
         except Exception as e:
-            for listener in built:
-                _close_unstarted(listener)
-            for output in outputs_made:
-                output.close(0)
+            for step in steps:
+                step.undo()
             if isinstance(e, RelayError):
                 raise
             log.exception("reload: unexpected error while building the new config")
             raise RelayError("cannot build the new config: %s" % e)
+        kept = {step.old for step in steps if step.old is not None}
+        steps.extend(Remove(old) for old in self.listeners if old not in kept)
+        return steps
 
-        # From here nothing fails: swap the new parts in.
-        for listener, ctx in renewed:
-            listener.use_tls_context(ctx)
-            log.info("reload: http listener %r: certificate read again from %s",
-                     listener.cfg.name, listener.cfg.ssl_combined_pem)
+    def _http_steps(self, cfg, old):
+        steps = []
+        if old is not None and cfg.ssl_combined_pem and old.cfg.ssl_combined_pem == cfg.ssl_combined_pem:
+            # The same path may hold a renewed certificate: read it again.
+            steps.append(RenewTLS(old, _tls_context(cfg)))
+        if old is not None and old.cfg == cfg:
+            steps.append(Keep(old))
+            return steps
+        outputs, reused = _outputs_reusing(cfg, old.outputs if old is not None else ())
+        made = [o for o in outputs if o not in reused]
+        retired = [o for o in old.outputs if o not in reused] if old is not None else []
+        try:
+            app = self._app(cfg, outputs)
+            if old is not None and old.cfg.ssl_combined_pem == cfg.ssl_combined_pem:
+                # A new app even when only the outputs changed: what it derives
+                # from them (filters, the APIs they speak) must follow.
+                steps.append(SwapApp(old, app, made, retired))
+                return steps
+            listener = HTTPListener(app, sock=old.dup_socket() if old is not None else None)
+        except BaseException:
+            for output in made:
+                output.close(0)
+            raise
+        steps.append(Replace(old, listener, made, retired))
+        if old is None:
+            try:
+                _bind(listener)
+            except RelayError:
+                steps[-1].undo()
+                raise
+        return steps
+
+    def _perform(self, steps, timeout):
+        """Swap the new parts in (nothing here fails); the number of changes."""
         changes = 0
         retire_listeners, retire_outputs = [], []
-        kept_http = set()
-        http = []
-        for kind, cfg, old, thing, reused in http_steps:
-            if kind == "keep":
-                http.append(old)
-                kept_http.add(old)
-                continue
-            changes += 1
-            if kind == "settings":
-                # Every connection, kept-alive ones too, serves the new app at once.
-                old_app = old.app
-                thing.fanout.start()
-                counter = old.server.application
-                counter.app, counter.stats = thing, thing.stats
-                old.app = thing
-                old.server.read_timeout = cfg.read_timeout
-                old.cfg, old.name = cfg, cfg.name
-                http.append(old)
-                kept_http.add(old)
-                retire_outputs.extend(o for o in old_app.fanout.outputs if o not in reused)
-                log.info("reload: http listener %r: settings changed", cfg.name)
-                _log_outputs("http", cfg.name, old_app.fanout.outputs, thing.fanout.outputs)
-                continue
-            thing.app.fanout.start()
-            thing.start()
-            http.append(thing)
-            if old is not None:
-                kept_http.add(old)  # its outputs are retired below, not with it
-                retire_listeners.append(old)
-                retire_outputs.extend(o for o in old.app.fanout.outputs if o not in reused)
-                log.info("reload: http listener %r rebuilt on the same socket (TLS changed)",
-                         cfg.name)
-                _log_outputs("http", cfg.name, old.app.fanout.outputs, thing.app.fanout.outputs)
-            else:
-                _announce(thing, "reload: ")
-        for old in self.http:
-            if old not in kept_http:
-                changes += 1
-                retire_listeners.append(old)
-                retire_outputs.extend(old.app.fanout.outputs)
-                log.info("reload: http listener %r removed", old.name)
-
-        udp = []
-        kept_udp = set()
-        for kind, cfg, old, thing in udp_steps:
-            if kind == "keep":
-                udp.append(old)
-                kept_udp.add(old)
-                continue
-            changes += 1
-            if kind == "outputs":
-                old_outputs = old.outputs
-                old.outputs = thing
-                old.cfg = cfg
-                udp.append(old)
-                kept_udp.add(old)
-                for o in old_outputs:
-                    if o not in thing:
-                        o.close()
-                _log_outputs("udp", cfg.name, old_outputs, thing)
-                continue
-            thing.start()
-            udp.append(thing)
-            if old is not None:
-                kept_udp.add(old)
-                retire_listeners.append(old)  # its stop() closes its own outputs
-                log.info("reload: udp listener %r rebuilt on the same socket (settings changed)",
-                         cfg.name)
-            else:
-                _announce(thing, "reload: ")
-        for old in self.udp:
-            if old not in kept_udp:
-                changes += 1
-                retire_listeners.append(old)
-                log.info("reload: udp listener %r removed", old.name)
-
+        http, udp = [], []
+        for step in steps:
+            listeners, outputs = step.perform()
+            retire_listeners += listeners
+            retire_outputs += outputs
+            changes += step.changes
+            if step.serving is not None and step.serving not in http + udp:
+                (http if step.serving.kind == "http" else udp).append(step.serving)
         self.http, self.udp = http, udp
         self.metrics.forget_listeners({listener.name for listener in http})
         if retire_listeners or retire_outputs:
             self._retiring = [g for g in self._retiring if not g.dead]
-            self._retiring.append(gevent.spawn(
-                _retire, retire_listeners, retire_outputs, new.shutdown_timeout))
+            self._retiring.append(gevent.spawn(_retire, retire_listeners, retire_outputs, timeout))
         return changes
+
+
+# -- the steps of a reload ---------------------------------------------------------
+#
+# Each is built by Relay._plan (which may fail, and then undoes what it built) and
+# performed by Relay._perform: perform() returns (listeners, outputs) to retire,
+# ``serving`` is the listener that serves after it (None once removed) and
+# ``changes`` what it counts as.
+
+
+@dataclasses.dataclass
+class Keep:
+    """An unchanged listener: it runs on untouched."""
+
+    old: object
+    changes = 0
+
+    @property
+    def serving(self):
+        return self.old
+
+    def perform(self):
+        return [], []
+
+    def undo(self):
+        pass
+
+
+@dataclasses.dataclass
+class RenewTLS:
+    """Serve new connections with the certificate read again from the same path."""
+
+    old: object
+    context: ssl.SSLContext
+    changes = 0
+
+    @property
+    def serving(self):
+        return self.old
+
+    def perform(self):
+        self.old.use_tls_context(self.context)
+        log.info("reload: http listener %r: certificate read again from %s",
+                 self.old.cfg.name, self.old.cfg.ssl_combined_pem)
+        return [], []
+
+    def undo(self):
+        pass
+
+
+@dataclasses.dataclass
+class SwapApp:
+    """The same HTTP listener (and socket, and connections) serves a new app."""
+
+    old: HTTPListener
+    app: WriteApp
+    made: List[Output]
+    retired: List[Output]
+    changes = 1
+
+    @property
+    def serving(self):
+        return self.old
+
+    def perform(self):
+        before = self.old.outputs
+        self.old.swap(self.app)
+        log.info("reload: http listener %r: settings changed", self.app.cfg.name)
+        _log_outputs("http", self.app.cfg.name, before, self.app.outputs)
+        return [], self.retired
+
+    def undo(self):
+        for output in self.made:
+            output.close(0)
+
+
+@dataclasses.dataclass
+class SwapUDPOutputs:
+    """The same UDP listener sends to new outputs."""
+
+    old: UDPListener
+    cfg: object
+    outputs: tuple
+    changes = 1
+
+    @property
+    def serving(self):
+        return self.old
+
+    def perform(self):
+        before = self.old.outputs
+        for output in self.old.swap(self.cfg, self.outputs):
+            output.close()
+        _log_outputs("udp", self.cfg.name, before, self.outputs)
+        return [], []
+
+    def undo(self):
+        for output in self.outputs:
+            if output not in self.old.outputs:
+                output.close()
+
+
+@dataclasses.dataclass
+class Replace:
+    """A new listener (on the old one's socket, or bound anew), the old one retired."""
+
+    old: Optional[object]
+    new: object
+    made: List[Output] = dataclasses.field(default_factory=list)
+    retired: List[Output] = dataclasses.field(default_factory=list)
+    changes = 1
+
+    @property
+    def serving(self):
+        return self.new
+
+    def perform(self):
+        self.new.start()
+        if self.old is None:
+            _announce(self.new, "reload: ")
+            return [], []
+        log.info("reload: %s listener %r rebuilt on the same socket (%s changed)", self.new.kind,
+                 self.new.name, "TLS" if self.new.kind == "http" else "settings")
+        if self.new.kind == "http":
+            _log_outputs("http", self.new.name, self.old.outputs, self.new.outputs)
+        # A UDP listener's stop() closes its own outputs; an HTTP one's are retired here.
+        return [self.old], self.retired
+
+    def undo(self):
+        self.new.close_unstarted()
+        for output in self.made:
+            output.close(0)
+
+
+@dataclasses.dataclass
+class Remove:
+    """A listener the new config does not have: it finishes and stops."""
+
+    old: object
+    serving = None
+    changes = 1
+
+    def perform(self):
+        log.info("reload: %s listener %r removed", self.old.kind, self.old.name)
+        outputs = list(self.old.outputs) if self.old.kind == "http" else []
+        return [self.old], outputs
+
+    def undo(self):
+        pass
+
+
+def _udp_step(cfg, old):
+    if old is not None and old.cfg == cfg:
+        return Keep(old)
+    if old is not None and _settings(old.cfg) == _settings(cfg):
+        kept = {o.cfg: o for o in old.outputs}
+        return SwapUDPOutputs(old, cfg, tuple(kept.get(o) or UDPOutput(o) for o in cfg.outputs))
+    listener = UDPListener(cfg, sock=old.dup_socket() if old is not None else None)
+    step = Replace(old, listener)
+    if old is None:
+        try:
+            _bind(listener)
+        except RelayError:
+            step.undo()
+            raise
+    return step
 
 
 def _retire(listeners, outputs, timeout):
@@ -319,12 +400,6 @@ def _match(old_listeners, new_cfgs):
     return [tuple(pair) for pair in pairs]
 
 
-def _dup(sock):
-    """A second handle on a listening socket: the new server keeps it open when
-    the old one closes its own."""
-    return gsocket.socket(fileno=os.dup(sock.fileno()))
-
-
 def _address(cfg):
     return cfg.host, cfg.port
 
@@ -334,35 +409,22 @@ def _settings(cfg):
     return dataclasses.replace(cfg, outputs=())
 
 
-def _kind(listener):
-    return "udp" if isinstance(listener, UDPListener) else "http"
-
-
 def _bind(listener):
     """Open the listener's socket now, so that a failure comes before anything starts."""
-    kind = _kind(listener)
     try:
-        listener.server.init_socket() if kind == "http" else listener.init_socket()
+        listener.bind()
     except OSError as e:
         raise RelayError(
             "%s listener %r: cannot listen on %s: %s"
-            % (kind, listener.name, listener.cfg.bind_addr, e.strerror or e)
+            % (listener.kind, listener.name, listener.cfg.bind_addr, e.strerror or e)
         )
 
 
-def _close_unstarted(listener):
-    server = listener if isinstance(listener, UDPListener) else listener.server
-    sock = server.__dict__.get("socket")
-    if sock is not None:
-        sock.close()
-
-
 def _announce(listener, prefix=""):
-    kind = _kind(listener)
     host, port = listener.address[:2]
     log.info(
-        "%s%s listener %r on %s:%d -> %s", prefix, kind, listener.name, host or "*", port,
-        ", ".join(o.name for o in listener.cfg.outputs),
+        "%s%s listener %r on %s:%d -> %s", prefix, listener.kind, listener.name, host or "*",
+        port, ", ".join(o.name for o in listener.cfg.outputs),
     )
 
 
@@ -394,7 +456,9 @@ def _counts(config):
 
 
 def _buffered(listener_cfg, output_cfg):
-    """Whether ``output_cfg`` gets a retry buffer in this listener."""
+    """Whether ``output_cfg`` gets a retry buffer in this listener. Buffers only
+    make sense with two backends or more: with one, the client's own retry is
+    the buffer."""
     return len(listener_cfg.outputs) > 1 and bool(
         output_cfg.buffer_path or output_cfg.buffer_size_mb > 0)
 
@@ -417,15 +481,16 @@ def _outputs_reusing(cfg, old_outputs):
 
 
 def _outputs(cfg, only=None):
-    """The outputs of one [[http]] section (or those at the ``only`` indexes).
-    Buffers only make sense with two backends or more: with one, the client's
-    own retry is the buffer."""
+    """The outputs of one [[http]] section (or those at the ``only`` indexes)."""
     outputs = []
-    for i, o in enumerate(cfg.outputs):
-        if only is not None and i not in only:
-            continue
-        buffer = make_buffer(o) if len(cfg.outputs) > 1 else None
-        outputs.append(Output.from_config(o, HTTPBackend(o), buffer))
+    try:
+        for i, o in enumerate(cfg.outputs):
+            if only is None or i in only:
+                outputs.append(Output.from_config(o, buffered=_buffered(cfg, o)))
+    except BaseException:
+        for output in outputs:
+            output.close(0)
+        raise
     if len(cfg.outputs) == 1 and (cfg.outputs[0].buffer_size_mb or cfg.outputs[0].buffer_path):
         log.warning("http listener %r has one output: its retry buffer is not used", cfg.name)
     return outputs

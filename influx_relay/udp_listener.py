@@ -1,6 +1,7 @@
 """The UDP listener: line protocol datagrams, stamped and copied to every output."""
 
 import logging
+import os
 import socket
 import time
 
@@ -53,7 +54,11 @@ class UDPOutput(object):
 
 
 class UDPListener(DatagramServer):
-    """One ``[[udp]]`` section, listening."""
+    """One ``[[udp]]`` section, listening. It has the interface every listener
+    has (see :mod:`.service`): bind, start, stop, close_unstarted, dup_socket,
+    and :meth:`swap` to send to new outputs from the same socket."""
+
+    kind = "udp"
 
     def __init__(self, cfg, outputs=None, sock=None):
         """``sock``: an already bound socket to read (a reload hands one over)."""
@@ -68,6 +73,27 @@ class UDPListener(DatagramServer):
         self.malformed = 0
         self.received = 0
         self._warn_malformed = logs.Throttled(log)
+
+    def bind(self):
+        """Open the socket now (OSError if it cannot be), before anything starts."""
+        self.init_socket()
+
+    def dup_socket(self):
+        """A second handle on the socket, for a listener that replaces this one."""
+        return gsocket.socket(fileno=os.dup(self.socket.fileno()))
+
+    def close_unstarted(self):
+        sock = getattr(self, "socket", None)
+        if sock is not None:
+            sock.close()
+
+    def swap(self, cfg, outputs):
+        """Send to ``outputs`` from now on (a reload changed only those);
+        returns the outputs it no longer uses, to be closed."""
+        old = [o for o in self.outputs if o not in outputs]
+        self.outputs = tuple(outputs)
+        self.cfg = cfg
+        return old
 
     def init_socket(self):
         super().init_socket()
@@ -107,6 +133,7 @@ class UDPListener(DatagramServer):
             output.send(lines)
 
     def stop(self, timeout=None):
+        """Stop reading, and close the outputs."""
         super().stop(timeout=timeout)
         for output in self.outputs:
             output.close()

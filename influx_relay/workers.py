@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 #: Workers kept waiting at most; more at once than this are made and let end.
 MAX_IDLE = 256
 
-_idle = []  # Waiters of the workers waiting for a job, the most recent last
+_idle: list = []  # Waiters of the workers waiting for a job, the most recent last
 
 
 def spawn(function, *args):

@@ -10,11 +10,13 @@ says whether it may be sent:
 * ``READY``: to be sent by the output's retry loop;
 * ``DONE``: acknowledged, to be forgotten when it reaches the head.
 
-Two implementations: :class:`~.memory.MemoryBuffer` (the seed's) and
-:class:`~.disk.DiskBuffer` (survives restarts).
+Two implementations of :class:`RetryBuffer`: :class:`~.memory.MemoryBuffer`
+(the seed's) and :class:`~.disk.DiskBuffer` (survives restarts). The output
+(:mod:`..output`) uses only what the protocol declares.
 """
 
 import time
+from typing import Iterator, List, Optional, Protocol, Tuple
 
 from gevent.event import Event
 
@@ -60,6 +62,49 @@ class Entry(object):
         return "<Entry %s %d bytes>" % (self.state, self.size)
 
 
+class RetryBuffer(Protocol):
+    """What an output's retry loop needs of a buffer (Telegraf's models/buffer.go
+    is the model). ``size`` and ``limit`` are bytes; ``len()`` counts entries."""
+
+    #: Whether what :meth:`append` took survives a restart of the relay.
+    durable: bool
+    limit: int
+    size: int
+
+    def __len__(self) -> int: ...
+
+    def __bool__(self) -> bool: ...
+
+    def append(self, entries: List["Entry"]) -> None:
+        """Add entries at the tail, all or none; :class:`BufferFull` if they do not fit."""
+
+    def sync(self) -> None:
+        """Make what was appended as durable as the buffer's policy says."""
+
+    def head(self) -> Optional["Entry"]:
+        """The oldest entry still to deliver (acknowledged ones are dropped), or None."""
+
+    def batch(self, max_bytes: int) -> List["Entry"]:
+        """The longest run of READY entries from the head with one key, within ``max_bytes``."""
+
+    def body(self, entry: "Entry") -> bytes:
+        """An entry's body (read back from disk if need be)."""
+
+    def remove(self, entries: List["Entry"]) -> None:
+        """Forget the first ``len(entries)`` entries: a batch delivered or dropped."""
+
+    def oldest(self) -> Optional[float]:
+        """When the head entry was made (seconds since the epoch), or None."""
+
+    def clear(self) -> Tuple[int, int]:
+        """Drop everything; ``(entries, bytes)`` dropped."""
+
+    def entries(self) -> Iterator["Entry"]:
+        """Every entry still held, oldest first."""
+
+    def close(self) -> None: ...
+
+
 def run_from(first, following, max_bytes):
     """The longest run of entries from ``first`` on that share its state and
     key, within ``max_bytes``; ``first`` is always in it, however large."""
@@ -73,7 +118,7 @@ def run_from(first, following, max_bytes):
     return out
 
 
-def make_buffer(output):
+def make_buffer(output) -> Optional[RetryBuffer]:
     """The buffer an HTTP output's config asks for, or None."""
     if output.buffer_path:
         from .disk import DiskBuffer

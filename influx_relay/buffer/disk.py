@@ -97,6 +97,8 @@ class _Corrupt(Exception):
 
 
 class DiskBuffer(object):
+    """A :class:`~influx_relay.buffer.RetryBuffer` on disk (see the module's docstring)."""
+
     durable = True
 
     def __init__(self, output, segment_size=None):
@@ -359,6 +361,27 @@ class DiskBuffer(object):
     def oldest(self):
         head = self.head()
         return head.created if head is not None else None
+
+    def entries(self):
+        """Every entry still held, oldest first: the window's, then the rest read
+        back from the files a record at a time (memory stays bounded)."""
+        for entry in list(self._window):
+            yield entry
+        seg, off = self._rseg, self._roff
+        while seg is not None and seg in self._seg_end:
+            end = self._seg_end[seg]
+            while off < end:
+                try:
+                    total, created, key, body = self._parse(seg, off, end)
+                except _Corrupt as e:
+                    off = self._skip(seg, off, end, str(e))
+                    continue
+                entry = self._pinned.get((seg, off))
+                if entry is None:
+                    entry = Entry(self._key(key), bytes(body), READY, created)
+                yield entry
+                off += total
+            seg, off = self._next_segment(seg), 0
 
     def clear(self):
         """Drop everything; return (entries, bytes) dropped."""

@@ -6,18 +6,20 @@ from . import DONE, BufferFull, run_from
 
 
 class MemoryBuffer(object):
+    """A :class:`~influx_relay.buffer.RetryBuffer` in memory, lost at exit."""
+
     durable = False
 
     def __init__(self, limit):
         self.limit = limit
-        self.entries = deque()
+        self._entries = deque()
         self.size = 0
 
     def __len__(self):
-        return len(self.entries)
+        return len(self._entries)
 
     def __bool__(self):
-        return bool(self.entries)
+        return bool(self._entries)
 
     def append(self, entries):
         """Add entries at the tail, all or none; :class:`BufferFull` if they don't fit."""
@@ -26,7 +28,7 @@ class MemoryBuffer(object):
             raise BufferFull(
                 "buffer full (%d of %d bytes used, %d more asked)" % (self.size, self.limit, size)
             )
-        self.entries.extend(entries)
+        self._entries.extend(entries)
         self.size += size
 
     def sync(self):
@@ -34,7 +36,7 @@ class MemoryBuffer(object):
 
     def head(self):
         """The oldest entry still to deliver (DONE ones are dropped), or None."""
-        entries = self.entries
+        entries = self._entries
         while entries and entries[0].state == DONE:
             self.size -= entries.popleft().size
         return entries[0] if entries else None
@@ -44,7 +46,7 @@ class MemoryBuffer(object):
         return run_from(self.head(), self._after_head(), max_bytes)
 
     def _after_head(self):
-        it = iter(self.entries)
+        it = iter(self._entries)
         next(it)
         return it
 
@@ -55,8 +57,11 @@ class MemoryBuffer(object):
         """Forget the first ``len(entries)`` entries (a batch that was delivered or dropped)."""
         for entry in entries:
             # A flush may have emptied the buffer while the batch was out.
-            if self.entries and self.entries[0] is entry:
-                self.size -= self.entries.popleft().size
+            if self._entries and self._entries[0] is entry:
+                self.size -= self._entries.popleft().size
+
+    def entries(self):
+        return iter(list(self._entries))
 
     def oldest(self):
         head = self.head()
@@ -64,8 +69,8 @@ class MemoryBuffer(object):
 
     def clear(self):
         """Drop everything; return (entries, bytes) dropped."""
-        n, size = len(self.entries), self.size
-        self.entries.clear()
+        n, size = len(self._entries), self.size
+        self._entries.clear()
         self.size = 0
         return n, size
 

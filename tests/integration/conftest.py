@@ -10,6 +10,9 @@ monkey.patch_all()
 
 import gzip  # noqa: E402
 import json  # noqa: E402
+import socket  # noqa: E402
+import ssl  # noqa: E402
+import subprocess  # noqa: E402
 
 import gevent  # noqa: E402
 import pytest  # noqa: E402
@@ -135,3 +138,57 @@ def eventually(predicate, timeout=5.0):
 def body_json(response):
     """A response's JSON body (urllib3 1.26, Debian 12's, has no ``.json()``)."""
     return json.loads(response.data)
+
+
+def buffered(*backends, size_mb=1, extra="", listener_extra=""):
+    outputs = [
+        '{ name = "b%d", location = "%s/write", timeout = "1s", buffer-size-mb = %d, '
+        'max-delay-interval = "200ms", max-batch-kb = 1%s }' % (i, b.url, size_mb, extra)
+        for i, b in enumerate(backends)
+    ]
+    return http_config(*outputs, listener_extra=listener_extra)
+
+
+def point(i):
+    return b"cpu,host=h v=%di %d" % (i, 1000 + i)
+
+
+def status(r):
+    return body_json(r.get("/status"))["outputs"]
+
+
+def udp_config(*sinks, mtu=1024, precision="n"):
+    outputs = ",\n  ".join(
+        '{ name = "s%d", location = "%s", mtu = %d }' % (i, s.location, mtu) for i, s in enumerate(sinks)
+    )
+    return (
+        '[[udp]]\nname = "u"\nbind-addr = "127.0.0.1:0"\nprecision = "%s"\nread-buffer = 1048576\n'
+        "output = [\n  %s,\n]\n" % (precision, outputs)
+    )
+
+
+def send(relay, *datagrams):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for d in datagrams:
+        s.sendto(d, relay.udp_address)
+    s.close()
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    """A private CA and a server certificate for 127.0.0.1 signed by it."""
+    d = tmp_path_factory.mktemp("pki")
+
+    def openssl(*args):
+        subprocess.run(["openssl"] + list(args), check=True, capture_output=True, cwd=str(d))
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
+            "ca.pem", "-days", "2", "-subj", "/CN=influx-relay test CA")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out",
+            "server.csr", "-subj", "/CN=127.0.0.1")
+    (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(d / "server.pem"), str(d / "server.key"))
+    return str(d / "ca.pem"), ctx

@@ -25,6 +25,9 @@ from collections import namedtuple
 import gevent
 from gevent.server import DatagramServer, StreamServer
 
+from influx_relay.backend import HTTPBackend
+from influx_relay.config import Endpoints, HTTPOutput
+
 Request = namedtuple("Request", "method path query headers body")
 
 
@@ -166,3 +169,51 @@ class UDPSink(DatagramServer):
     @property
     def lines(self):
         return [line for d in self.datagrams for line in d.split(b"\n") if line]
+
+
+class Scripted(object):
+    """Answers request i with answers[i] (bytes; None: close without answering)."""
+
+    def __init__(self, answers, close_after=False):
+        self.answers = list(answers)
+        self.close_after = close_after
+        self.requests = []
+        self.connections = 0
+        self.server = StreamServer(("127.0.0.1", 0), self.handle)
+        self.server.start()
+
+    def handle(self, conn, address):
+        self.connections += 1
+        data = b""
+        while True:
+            while b"\r\n\r\n" not in data:
+                more = conn.recv(65536)
+                if not more:
+                    return conn.close()
+                data += more
+            head, _, data = data.partition(b"\r\n\r\n")
+            length = int([h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length:")][0]
+                         .split(b":")[1])
+            while len(data) < length:
+                data += conn.recv(65536)
+            self.requests.append((head, data[:length]))
+            data = data[length:]
+            answer = self.answers.pop(0) if self.answers else b"HTTP/1.1 204 No Content\r\n\r\n"
+            if answer is None:
+                return conn.close()
+            conn.sendall(answer)
+            if self.close_after:
+                return conn.close()
+
+    def backend(self, **kwargs):
+        port = self.server.address[1]
+        cfg = HTTPOutput(name="b", location="http://127.0.0.1:%d" % port, scheme="http",
+                         host="127.0.0.1", port=port, endpoints=Endpoints(), **kwargs)
+        return HTTPBackend(cfg)
+
+    def stop(self):
+        self.server.stop(timeout=0)
+
+
+def post(backend, body=b"cpu v=1 1", query="db=x", headers=None):
+    return backend.post("/write", query, body, headers or {})

@@ -3,8 +3,6 @@
 
 import base64
 import json
-import ssl
-import subprocess
 import time
 from urllib.parse import parse_qs
 
@@ -396,26 +394,6 @@ def test_output_credentials_apply_to_health_admin_and_prom(relay, backends):
 
 # ---------------------------------------------------------------------------
 # TLS: ca-file and skip-tls-verification
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    """A private CA and a server certificate for 127.0.0.1 signed by it."""
-    d = tmp_path_factory.mktemp("pki")
-
-    def openssl(*args):
-        subprocess.run(["openssl"] + list(args), check=True, capture_output=True, cwd=str(d))
-
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
-            "ca.pem", "-days", "2", "-subj", "/CN=influx-relay test CA")
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out",
-            "server.csr", "-subj", "/CN=127.0.0.1")
-    (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
-    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf")
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(str(d / "server.pem"), str(d / "server.key"))
-    return str(d / "ca.pem"), ctx
-
 
 @pytest.fixture
 def tls_backend(pki):

@@ -13,49 +13,7 @@ from influx_relay.backend import HTTPBackend
 from influx_relay.config import Endpoints, HTTPOutput
 from influx_relay.errors import BackendError
 
-
-class Scripted(object):
-    """Answers request i with answers[i] (bytes; None: close without answering)."""
-
-    def __init__(self, answers, close_after=False):
-        self.answers = list(answers)
-        self.close_after = close_after
-        self.requests = []
-        self.connections = 0
-        self.server = StreamServer(("127.0.0.1", 0), self.handle)
-        self.server.start()
-
-    def handle(self, conn, address):
-        self.connections += 1
-        data = b""
-        while True:
-            while b"\r\n\r\n" not in data:
-                more = conn.recv(65536)
-                if not more:
-                    return conn.close()
-                data += more
-            head, _, data = data.partition(b"\r\n\r\n")
-            length = int([h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length:")][0]
-                         .split(b":")[1])
-            while len(data) < length:
-                data += conn.recv(65536)
-            self.requests.append((head, data[:length]))
-            data = data[length:]
-            answer = self.answers.pop(0) if self.answers else b"HTTP/1.1 204 No Content\r\n\r\n"
-            if answer is None:
-                return conn.close()
-            conn.sendall(answer)
-            if self.close_after:
-                return conn.close()
-
-    def backend(self, **kwargs):
-        port = self.server.address[1]
-        cfg = HTTPOutput(name="b", location="http://127.0.0.1:%d" % port, scheme="http",
-                         host="127.0.0.1", port=port, endpoints=Endpoints(), **kwargs)
-        return HTTPBackend(cfg)
-
-    def stop(self):
-        self.server.stop(timeout=0)
+from .fakes import Scripted, post
 
 
 @pytest.fixture
@@ -72,10 +30,6 @@ def scripted():
         s.stop()
 
 
-def post(backend, body=b"cpu v=1 1", query="db=x", headers=None):
-    return backend.post("/write", query, body, headers or {})
-
-
 def test_answers_are_read_whole_and_the_connection_is_kept(scripted):
     s = scripted(
         b"HTTP/1.1 204 No Content\r\nX-Influxdb-Version: 1.8\r\n\r\n",
@@ -86,9 +40,9 @@ def test_answers_are_read_whole_and_the_connection_is_kept(scripted):
         b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n",
     )
     b = s.backend()
-    assert post(b) == (204, b"", "")
-    assert post(b) == (400, b'{"error":"bad"}\n\n', "application/json")
-    assert post(b) == (500, b"hello world", "text/plain")
+    assert post(b)[:3] == (204, b"", "")
+    assert post(b)[:3] == (400, b'{"error":"bad"}\n\n', "application/json")
+    assert post(b)[:3] == (500, b"hello world", "text/plain")
     assert post(b).status == 204
     assert s.connections == 1
     head, body = s.requests[0]
@@ -99,7 +53,7 @@ def test_answers_are_read_whole_and_the_connection_is_kept(scripted):
 def test_an_answer_ended_by_closing_the_connection(scripted):
     s = scripted(b"HTTP/1.0 503 Busy\r\nContent-Type: text/plain\r\n\r\nlater", close_after=True)
     b = s.backend()
-    assert post(b) == (503, b"later", "text/plain")
+    assert post(b)[:3] == (503, b"later", "text/plain")
     assert post(b).status == 204  # on a new connection
     assert s.connections == 2
 

@@ -5,24 +5,7 @@ import logging
 
 import gevent
 
-from .conftest import body_json, error_of, eventually, http_config
-
-
-def buffered(*backends, size_mb=1, extra="", listener_extra=""):
-    outputs = [
-        '{ name = "b%d", location = "%s/write", timeout = "1s", buffer-size-mb = %d, '
-        'max-delay-interval = "200ms", max-batch-kb = 1%s }' % (i, b.url, size_mb, extra)
-        for i, b in enumerate(backends)
-    ]
-    return http_config(*outputs, listener_extra=listener_extra)
-
-
-def point(i):
-    return b"cpu,host=h v=%di %d" % (i, 1000 + i)
-
-
-def status(r):
-    return body_json(r.get("/status"))["outputs"]
+from .conftest import buffered, error_of, eventually, http_config, point, status
 
 
 def test_a_backend_that_comes_back_gets_every_write_in_order(relay, backends):

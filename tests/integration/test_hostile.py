@@ -11,7 +11,6 @@ import gevent
 import pytest
 
 from .conftest import body_json, error_of, eventually, http_config
-from .test_api import pki  # noqa: F401 (a fixture: a private CA and a 127.0.0.1 certificate)
 
 
 def redirecting(backends, code, target):

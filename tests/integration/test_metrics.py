@@ -5,9 +5,7 @@ import socket
 import gevent
 from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import eventually, http_config
-from .test_buffer import buffered, point
-from .test_udp import udp_config
+from .conftest import buffered, eventually, http_config, point, udp_config
 
 
 def scrape(r):

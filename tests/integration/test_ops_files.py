@@ -20,8 +20,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import eventually, http_config
-from .test_udp import udp_config
+from .conftest import eventually, http_config, udp_config
 
 CONTRIB = Path(__file__).resolve().parents[2] / "contrib"
 DASHBOARD = CONTRIB / "grafana-dashboard.json"

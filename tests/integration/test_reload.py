@@ -9,9 +9,7 @@ import urllib3
 
 from influx_relay import config
 
-from .conftest import eventually, http_config
-from .test_buffer import buffered, point, status
-from .test_udp import send, udp_config
+from .conftest import buffered, eventually, http_config, point, send, status, udp_config
 
 
 def reload(r, text):

@@ -1,28 +1,10 @@
 """The UDP path: datagrams in, stamped line protocol out to every UDP output."""
 
-import socket
 import time
 
 import pytest
 
-from .conftest import eventually
-
-
-def udp_config(*sinks, mtu=1024, precision="n"):
-    outputs = ",\n  ".join(
-        '{ name = "s%d", location = "%s", mtu = %d }' % (i, s.location, mtu) for i, s in enumerate(sinks)
-    )
-    return (
-        '[[udp]]\nname = "u"\nbind-addr = "127.0.0.1:0"\nprecision = "%s"\nread-buffer = 1048576\n'
-        "output = [\n  %s,\n]\n" % (precision, outputs)
-    )
-
-
-def send(relay, *datagrams):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    for d in datagrams:
-        s.sendto(d, relay.udp_address)
-    s.close()
+from .conftest import eventually, send, udp_config
 
 
 def test_datagrams_reach_every_output_stamped_alike(relay, udp_sinks):

@@ -8,7 +8,7 @@ from urllib.parse import parse_qs
 import pytest
 
 from influx_relay import apiv2, config
-from influx_relay.backend import Response, error_response
+from influx_relay.responses import Response, error_response
 
 
 def output(lines=""):
