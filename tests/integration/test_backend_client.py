@@ -133,3 +133,14 @@ def test_an_ip_address_is_connected_to_without_the_resolver(scripted, monkeypatc
                                    host="localhost", port=port, endpoints=Endpoints()))
     assert post(named).status == 204
     assert asked == ["localhost"]
+
+
+@pytest.mark.parametrize("value", ["Token abc\rX-Injected: yes", "Token abc\r\nX-Injected: yes",
+                                   "Token abc\nX-Injected: yes", "Token a\x00b"])
+def test_a_header_that_would_not_go_out_as_one_is_never_sent(scripted, value):
+    """Whatever reaches the client (a client header, a config token), a value
+    with a CR, LF or NUL is refused before any byte goes to the backend."""
+    s = scripted()
+    with pytest.raises(BackendError, match="control character"):
+        post(s.backend(), headers={"Authorization": value})
+    assert s.requests == []

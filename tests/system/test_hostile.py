@@ -447,6 +447,62 @@ def test_thousands_of_idle_connections_do_not_lock_out_healthy_clients(tmp_path,
     assert status == 0
 
 
+def test_out_of_file_descriptors_one_line_no_traceback_and_it_goes_on(tmp_path, target):
+    """With the relay's open files limit at 300, a flood of connections runs it
+    out of descriptors: it says so once (not a traceback per attempt), keeps
+    serving the connections it has, and accepts again once some are closed."""
+    port = free_port()
+    config = ('[[http]]\nname = "fds"\nbind-addr = "%s:%d"\n'
+              'output = [ { name = "a", location = "%s/write" } ]\n' % (HOST, port, target.influxd.url))
+    relay = Relay(tmp_path / "fds", config, port).start()
+    flood = []
+    keep = socket.create_connection((HOST, port), timeout=10)
+    try:
+        resource.prlimit(relay.proc.pid, resource.RLIMIT_NOFILE, (300, 300))
+
+        def write_on(sock, i):
+            body = b"fds,i=%d v=1i %d" % (i, 1_600_000_000_000_000_000 + i)
+            sock.sendall(write_head(b"Content-Length: %d\r\n\r\n" % len(body)) + body)
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = sock.recv(65536)
+                assert chunk, data
+                data += chunk
+            return status_of(data)
+
+        assert write_on(keep, 0) == 204  # and the relay keeps its backend connection
+        for _ in range(400):
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex((HOST, port))
+            flood.append(s)
+        wait_until(lambda: "cannot accept a connection" in relay.stderr(), 15,
+                   what="the relay to run out of descriptors")
+        assert open_fds(relay.proc.pid) >= 290
+        assert write_on(keep, 1) == 204  # a connection it has is still served
+        time.sleep(1)  # ten pauses between attempts to accept: no line for them
+        for s in flood:
+            s.close()
+        flood = []
+        wait_until(lambda: open_fds(relay.proc.pid) < 100, 35, what="the flood's descriptors closed")
+        fresh = socket.create_connection((HOST, port), timeout=10)
+        try:
+            assert write_on(fresh, 2) == 204  # accepting again
+        finally:
+            fresh.close()
+        stderr = relay.stderr()
+        assert stderr.count("cannot accept a connection") == 1, stderr[-3000:]
+        assert "Traceback" not in stderr
+        assert "LimitNOFILE" in stderr
+        assert len(target.influxd.rows("hostile", "fds")) == 3
+    finally:
+        for s in flood:
+            s.close()
+        keep.close()
+        status = relay.stop()
+    assert status == 0
+
+
 def open_fds(pid):
     return len(list(Path("/proc/%d/fd" % pid).iterdir()))
 
