@@ -60,20 +60,20 @@ class Relay(object):
         return WriteApp(cfg, Fanout(outputs), stats=stats, routes={"/metrics": self.metrics.serve})
 
     def start(self):
-        """Bind every listener, or raise :class:`RelayError` having bound none."""
-        started = []
-        for listener in self.listeners:
-            try:
+        """Bind every listener, then start them all; or raise :class:`RelayError`
+        having started none (and said nothing but the error)."""
+        bound = []
+        try:
+            for listener in self.listeners:
                 _bind(listener)
-                listener.start()
-            except (OSError, RelayError) as e:
-                for other in started:
-                    other.stop(timeout=0)
-                if isinstance(e, RelayError):
-                    raise
-                raise RelayError("%s listener %r: cannot start: %s" % (
-                    listener.kind, listener.name, e.strerror or e))
-            started.append(listener)
+                bound.append(listener)
+        except RelayError:
+            for listener in bound:
+                listener.close_unstarted()
+            raise
+        for listener in self.listeners:
+            listener.start()
+        for listener in self.listeners:
             _announce(listener)
 
     def stop(self, timeout=None):
@@ -500,9 +500,9 @@ def run(config):
     """Run the relay until SIGTERM or SIGINT; SIGHUP reloads the config. Returns
     the exit status."""
     logs.route_hub_errors(gevent.get_hub())
-    log.info("config %s loaded: %s", config.path, _counts(config))
     relay = Relay(config)
     relay.start()
+    log.info("config %s loaded: %s", config.path, _counts(config))
     systemd.notify("READY=1", "STATUS=%s" % _counts(config))
 
     def on_signal(signum):

@@ -106,5 +106,7 @@ def test_bind_failure_is_one_clear_line(tmp_path):
     finally:
         s.close()
     assert r.returncode == 1
-    last = r.stderr.strip().splitlines()[-1]
-    assert "busy" in last and str(port) in last and "in use" in last
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr  # nothing before it: no "config loaded" line
+    assert lines[0].startswith("influx-relay: http listener 'busy': cannot listen on ")
+    assert str(port) in lines[0] and "in use" in lines[0]
