@@ -18,7 +18,7 @@ from gevent import ssl
 
 from .errors import BackendError
 from .http11 import ProtocolError
-from .httpclient import ConnectionPool, Streamed
+from .httpclient import ConnectionPool, IdleTimeout, Streamed
 from .responses import Response
 
 log = logging.getLogger(__name__)
@@ -89,16 +89,20 @@ class HTTPBackend(object):
                headers: Optional[Dict[str, str]] = None,
                timeout: Optional[float] = None) -> Streamed:
         """Like :meth:`request`, but returns once the response head is in: a
-        :class:`~.httpclient.Streamed`, whose body the caller reads (bounding
-        each wait itself)."""
+        :class:`~.httpclient.Streamed`, whose body the caller reads as it
+        comes; each wait for more is bounded by the timeout too, and what goes
+        wrong meanwhile is a :class:`BackendError`."""
         target, pairs, timeout = self._prepare(endpoint, query, headers, timeout)
         try:
             with gevent.Timeout(timeout):
-                return self.pool.stream(method, target, body, pairs)
+                answer = self.pool.stream(method, target, body, pairs)
         except gevent.Timeout:
             raise BackendError(self, "no answer within %gs" % timeout)
         except Exception as e:
             raise self._failure(e)
+        answer.idle_timeout = timeout
+        answer.failure = self._failure
+        return answer
 
     def _prepare(self, endpoint, query, headers, timeout):
         target = endpoint + "?" + query if query else endpoint
@@ -122,6 +126,8 @@ class HTTPBackend(object):
                                 % (self.cfg.host, e.strerror or e))
         if isinstance(e, ssl.SSLError):
             return BackendError(self, "TLS: %s" % e)
+        if isinstance(e, IdleTimeout):
+            return BackendError(self, "the answer stopped: %s" % e)
         if isinstance(e, socket.timeout):
             return BackendError(self, "connect timed out")
         if isinstance(e, (OSError, ProtocolError)):

@@ -86,8 +86,8 @@ class Fanout(object):
             else:
                 continue
             endpoint, out_query, out_headers = request_of(output)
-            send = _Send(output, endpoint, results)
             out_body = body if bodies is None else bodies[output]
+            send = _Send(output, endpoint, results, out_query, out_headers, out_body)
             workers.spawn(run, send, out_query, out_body, out_headers)
             sends.append(send)
         if not sends:
@@ -153,12 +153,13 @@ class _Send(object):
     """One direct request of one write to one output."""
 
     __slots__ = ("output", "endpoint", "results", "state", "sent", "decided", "acked", "entry",
-                 "started")
+                 "started", "query", "headers", "body")
 
-    def __init__(self, output, endpoint, results):
+    def __init__(self, output, endpoint, results, query, headers, body):
         self.output = output
         self.endpoint = endpoint
         self.results = results
+        self.query, self.headers, self.body = query, headers, body
         self.state = _IN_FLIGHT
         self.sent = self.entry = None
         self.decided = self.acked = self.started = False
@@ -189,9 +190,13 @@ class _Send(object):
         a failed write another backend took, with no buffer to keep it, is missed."""
         if self.state in (_OK, _SKIPPED):
             return
-        if self.state == _FAILED and self.acked and not self.output.has_buffer:
-            self.output.missed(self.sent)
-            return
+        if self.acked:
+            key = (self.endpoint, self.query, tuple(sorted(self.headers.items())))
+            if self.state == _FAILED and not self.output.has_buffer:
+                self.output.missed(self.sent, key, self.body)
+                return
+            if self.state == _REJECTED:
+                self.output.refused(self.sent, key, self.body)
         # A failure took the backend down or found it down: Output.answered()
         # announced that once. A rejection is news each time.
         level = logging.WARNING if self.state == _REJECTED else logging.DEBUG

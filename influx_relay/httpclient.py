@@ -21,6 +21,7 @@ greenlet's ``gevent.Timeout`` fires (only connecting has a timeout of its own).
 import ipaddress
 import socket
 
+import gevent
 from gevent import socket as gsocket
 
 from . import __version__, http11
@@ -36,6 +37,10 @@ _CHUNK = 64 * 1024
 
 class Stale(Exception):
     """A kept-alive connection the server had closed."""
+
+
+class IdleTimeout(socket.timeout):
+    """A streamed answer that stopped coming for longer than its idle timeout."""
 
 
 class ConnectionPool(object):
@@ -171,27 +176,43 @@ class ConnectionPool(object):
 
 class Streamed(object):
     """A response whose head has been read: ``status``, ``headers`` (lower-case
-    names), ``content_type``; iterate it for the body, as it comes. Iterated to
+    names), ``content_type``; iterate it for the body, as it comes, each wait
+    for more bounded by ``idle_timeout`` (socket.timeout past it). Iterated to
     its end, the connection goes back to the pool; :meth:`close` before that
-    closes it."""
+    closes it. ``failure(exc)``, if set, turns what reading raises into the
+    exception the caller sees."""
 
     def __init__(self, pool, sock, reader, head, no_body):
         self.status = head.status
         self.headers = head.headers
         self.content_type = head.headers.get("content-type", "")
+        self.idle_timeout = None
+        self.failure = None
         self._pool, self._sock, self._reader, self._head = pool, sock, reader, head
         self._no_body = no_body
 
     def __iter__(self):
-        sock, self._sock = self._sock, None
+        sock = self._sock
         if sock is None:
             return
         done = False
+        pieces = _body(self._reader, self._head, self._no_body)
         try:
-            for piece in _body(self._reader, self._head, self._no_body):
+            while True:
+                try:
+                    with gevent.Timeout(self.idle_timeout,
+                                        IdleTimeout("no data for %gs" % self.idle_timeout)):
+                        piece = next(pieces, None)
+                except Exception as e:
+                    if self.failure is not None:
+                        raise self.failure(e)
+                    raise
+                if piece is None:
+                    break
                 yield piece
             done = True
         finally:
+            self._sock = None
             if done:
                 self._pool._release(sock, _reusable(self._head, self._no_body)
                                     and not self._reader.left())
@@ -203,6 +224,7 @@ class Streamed(object):
         return b"".join(self)
 
     def close(self):
+        """Done with it, whether or not all of it was read."""
         if self._sock is not None:
             self._sock.close()
             self._sock = None

@@ -4,7 +4,9 @@ counters of both.
 Callers ask an output to do things; they never reach through it to its
 backend: :meth:`Output.send` makes a direct write (the fan-out's), :meth:`~Output.hold`
 queues one for later, :meth:`~Output.ping` and :meth:`~Output.query` serve /health
-and /admin. Each does its own accounting, in :class:`OutputCounters`.
+and /admin. Each does its own accounting, in :class:`OutputCounters`, and every
+write it gives up that another output stored goes into the gap ledger
+(:mod:`.ledger`), to be repaired.
 
 While an output's buffer is empty, writes go to its backend directly. Once it
 holds anything, new writes for that backend join the end of the buffer instead
@@ -22,11 +24,12 @@ from typing import Dict, NamedTuple, Optional, Tuple
 import gevent
 from gevent.event import Event
 
-from . import logs
+from . import ledger as ledger_mod, logs
 from .backend import Backend, HTTPBackend
 from .buffer import PENDING, READY, BufferFull, Entry, RetryBuffer, make_buffer
 from .coalesce import CoalesceStats, CoalescingBackend
 from .errors import BackendError
+from .httpclient import Streamed
 from .responses import Response, retryable
 from .retry import RetryPolicy
 
@@ -101,9 +104,12 @@ class Output(object):
 
     def __init__(self, cfg, backend: Backend, buffer: Optional[RetryBuffer] = None,
                  policy: Optional[RetryPolicy] = None, max_batch: int = 512 * 1024,
-                 max_age: Optional[float] = None):
+                 max_age: Optional[float] = None, ledger=ledger_mod.NULL, listener: str = ""):
         self.cfg = cfg
         self.name = cfg.name
+        #: How the ledger knows this output: (listener name, output name).
+        self.who = (listener, cfg.name)
+        self.ledger = ledger
         self.backend = backend
         self.buffer = buffer
         self.policy = policy or RetryPolicy()
@@ -126,20 +132,33 @@ class Output(object):
         self._warn_missed = logs.Throttled(log, logging.ERROR)
 
     @classmethod
-    def from_config(cls, cfg, buffered: bool = True) -> "Output":
+    def from_config(cls, cfg, buffered: bool = True, ledger=ledger_mod.NULL,
+                    listener: str = "") -> "Output":
         """The output ``cfg`` describes: its backend (merging small writes with
-        ``coalesce``) and, if ``buffered``, the retry buffer it asks for."""
+        ``coalesce``) and, if ``buffered``, the retry buffer it asks for; what
+        it gives up goes into ``ledger`` as listener ``listener``'s."""
         backend: Backend = HTTPBackend(cfg)
         if cfg.coalesce:
             backend = CoalescingBackend(backend, cfg.coalesce_max_kb * 1024)
+        who = (listener, cfg.name)
+
+        def damaged(before, after, nbytes):
+            # What a damaged record held cannot be read: not its database, nor
+            # its points' times. The times of the records around it bound when
+            # it was written, which is when the relay stamped its points.
+            now = time.time()
+            start = int(((before if before is not None else 0) - 60) * 10 ** 9)
+            end = int(((after if after is not None else now) + 60) * 10 ** 9)
+            ledger.record(who, "", "", max(0, start), end, 1, "damaged")
+
         try:
-            buffer = make_buffer(cfg) if buffered else None
+            buffer = make_buffer(cfg, on_damaged=damaged) if buffered else None
         except BaseException:
             backend.close()
             raise
         policy = RetryPolicy(cap=cfg.max_delay_interval)
         return cls(cfg, backend, buffer, policy, cfg.max_batch_kb * 1024,
-                   cfg.buffer_max_age or None)
+                   cfg.buffer_max_age or None, ledger, listener)
 
     def __str__(self):
         return self.name
@@ -198,12 +217,34 @@ class Output(object):
         self.answered(False, reason)
         return Sent(FAILED, None, BackendError(self, reason))
 
-    def missed(self, sent: Sent) -> None:
+    def missed(self, sent: Sent, key: tuple, body: bytes) -> None:
         """A write another backend took failed here, and this output has no
-        buffer to keep it: the backend will never have it. Counted and logged."""
+        buffer to keep it: the backend will never have it. Counted, logged,
+        and in the ledger."""
         self.counters.dropped["missed"] += 1
         self._warn_missed("output %s: missed a write another backend took (no retry buffer): %s",
                           self, sent.reason)
+        self.gap(key, body, "no buffer")
+
+    def refused(self, sent: Sent, key: tuple, body: bytes) -> None:
+        """The backend refused (4xx) a write another backend took: the two
+        differ, and the ledger says where."""
+        assert sent.response is not None
+        self.gap(key, body, "rejected %d" % sent.response.status)
+
+    def gap(self, key: tuple, body: bytes, reason: str) -> None:
+        """This output's backend will not have this write: into the ledger."""
+        extent = ledger_mod.extent(self.cfg.endpoints, key, body)
+        if extent is not None:
+            self.ledger.record(self.who, *extent, reason)
+
+    def _gaps(self, entries, reason):
+        """Put buffered entries the backend will not get into the ledger (reading
+        a disk buffer's back, yielding now and then: there may be many)."""
+        for i, entry in enumerate(entries):
+            self.gap(entry.key, self.buffer.body(entry), reason)
+            if i % 256 == 255:
+                gevent.sleep(0)
 
     def ping(self, timeout: float) -> Tuple[bool, str]:
         """``(ok, text)``: whether the backend answers its ping endpoint with 2xx
@@ -217,6 +258,16 @@ class Output(object):
         if r.status >= 300:
             return False, "KO. HTTP %d from %s" % (r.status, endpoint)
         return True, "OK. Time taken %dms" % round((time.monotonic() - start) * 1000)
+
+    def open_query(self, method: str, query_string: str, body: bytes = b"",
+                   headers: Optional[Dict[str, str]] = None, endpoint: Optional[str] = None,
+                   timeout: Optional[float] = None) -> Streamed:
+        """Send a query (to the query endpoint, or ``endpoint``) and return as
+        soon as the answer's head is in: a :class:`~.httpclient.Streamed` to
+        read as it comes (each wait bounded by the output's timeout). Raises
+        :class:`BackendError` when there is no answer."""
+        return self.backend.stream(method, endpoint or self.cfg.endpoints.query, query_string,
+                                   body, headers, timeout)
 
     def query(self, query_string: str, body: bytes, headers: Dict[str, str]) -> Response:
         """POST a query to the backend's query endpoint: its Response, or raises
@@ -271,6 +322,7 @@ class Output(object):
         except BufferFull as e:
             self.counters.dropped["full"] += 1
             self._full_drops += 1
+            self.gap(key, body, "full")
             # One line when the buffer fills up, one when it has room again.
             level = logging.ERROR if self._full_drops == 1 else logging.DEBUG
             log.log(level, "output %s: %s: dropped a write of %d bytes", self, e, entry.size)
@@ -280,6 +332,12 @@ class Output(object):
                         "was full", self, self._full_drops)
             self._full_drops = 0
         self.counters.writes["buffered"] += 1
+        if not buffer.durable:
+            # Lost if the relay dies before the backend has it: the ledger
+            # keeps the window of what the memory buffer holds.
+            extent = ledger_mod.extent(self.cfg.endpoints, key, body)
+            if extent is not None:
+                self.ledger.expose(self.who, *extent)
         if was_empty and not pending:
             # When the backend is down, the "backend down" line said it already.
             level = logging.WARNING if self.counters.up else logging.DEBUG
@@ -326,6 +384,8 @@ class Output(object):
             head = buffer.head()
             if head is None:
                 self._drained.set()
+                if not buffer.durable:
+                    self.ledger.covered(self.who)
                 self._wake.clear()
                 self._wake.wait()
                 continue
@@ -360,6 +420,7 @@ class Output(object):
             return
         if not retryable(response.status):
             counters.retries[REJECTED] += 1
+            self._gaps(batch, "rejected %d" % response.status)
             buffer.remove(batch)
             counters.dropped["rejected"] += len(batch)
             log.error(
@@ -387,6 +448,7 @@ class Output(object):
             head = buffer.head()
             if head is None or head.state != READY or time.time() - head.created <= self.max_age:
                 break
+            self._gaps([head], "expired")
             buffer.remove([head])
             dropped += 1
         self.counters.dropped["expired"] += dropped
@@ -424,6 +486,7 @@ class Output(object):
         """Drop the whole buffer; return (writes, bytes) dropped."""
         if self.buffer is None:
             return 0, 0
+        self._gaps(self.buffer.entries(), "flushed")
         n, size = self.buffer.clear()
         self._drained.set()
         self.counters.dropped["flushed"] += n
@@ -445,9 +508,13 @@ class Output(object):
                 if buffer.durable:
                     log.info("output %s: %d write(s) stay buffered on disk", self, len(buffer))
                 else:
-                    points = sum(buffer.body(e).count(b"\n") + 1 for e in buffer.entries())
+                    entries = list(buffer.entries())
+                    points = sum(buffer.body(e).count(b"\n") + 1 for e in entries)
                     log.error("output %s: shutting down with %d buffered write(s): %d point(s) lost",
                               self, len(buffer), points)
+                    self._gaps(entries, "shutdown")
+            if not buffer.durable:
+                self.ledger.covered(self.who)
             buffer.close()
         self.backend.close()
 

@@ -118,12 +118,13 @@ def run_from(first, following, max_bytes):
     return out
 
 
-def make_buffer(output) -> Optional[RetryBuffer]:
-    """The buffer an HTTP output's config asks for, or None."""
+def make_buffer(output, on_damaged=None) -> Optional[RetryBuffer]:
+    """The buffer an HTTP output's config asks for, or None. ``on_damaged``: see
+    :class:`~.disk.DiskBuffer` (a memory buffer has no records to damage)."""
     if output.buffer_path:
         from .disk import DiskBuffer
 
-        return DiskBuffer(output)
+        return DiskBuffer(output, on_damaged=on_damaged)
     if output.buffer_size_mb > 0:
         from .memory import MemoryBuffer
 

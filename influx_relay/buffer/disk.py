@@ -101,8 +101,13 @@ class DiskBuffer(object):
 
     durable = True
 
-    def __init__(self, output, segment_size=None):
+    def __init__(self, output, segment_size=None, on_damaged=None):
+        """``on_damaged(before, after, nbytes)``, if given, hears of each damaged
+        record skipped: the ``created`` times of the good records around it
+        (None where there is none) and how many bytes were lost."""
         self.name = output.name
+        self.on_damaged = on_damaged
+        self._last_created = None  # of the last good record read
         self.path = output.buffer_path
         self.limit = output.buffer_size_mb * 1024 * 1024
         self.segment_size = segment_size or max(1, min(MAX_SEGMENT, self.limit // 4))
@@ -238,8 +243,9 @@ class DiskBuffer(object):
         stop = min(len(chunk), end - self._chunk_off)
         unpack, crc32, size = HEADER.unpack_from, zlib.crc32, HEADER.size
         count = nbytes = 0
+        created = None
         while i + size <= stop:
-            magic, crc, klen, blen, _ = unpack(chunk, i)
+            magic, crc, klen, blen, created = unpack(chunk, i)
             total = size + klen + blen
             if magic != MAGIC or klen > MAX_KEY or i + total > stop:
                 break
@@ -248,6 +254,7 @@ class DiskBuffer(object):
             count += 1
             nbytes += total
             i += total
+            self._last_created = created
         self._count += count
         self.size += nbytes
         return self._chunk_off + i
@@ -456,12 +463,15 @@ class DiskBuffer(object):
             raise _Corrupt("truncated record")
         if zlib.crc32(view[8:]) != crc:
             raise _Corrupt("checksum mismatch")
+        self._last_created = created
         return total, created, view[HEADER.size:HEADER.size + klen], view[HEADER.size + klen:]
 
     def _skip(self, seg, off, end, reason):
         """Log a bad record at ``off``; the offset of the next good one, or ``end``."""
+        before = self._last_created
         pos = off + 1
         resume = end
+        after = None
         while pos < end:
             view = self._read(seg, pos, min(CHUNK, end - pos))
             if not view:
@@ -471,7 +481,7 @@ class DiskBuffer(object):
                 pos += max(1, len(view) - len(MAGIC) + 1)
                 continue
             try:
-                self._parse(seg, pos + i, end)
+                after = self._parse(seg, pos + i, end)[1]
             except _Corrupt:
                 pos += i + 1
                 continue
@@ -479,9 +489,11 @@ class DiskBuffer(object):
             break
         if (seg, off) not in self._reported:
             self._reported.add((seg, off))
-            after = "resuming at offset %d" % resume if resume < end else "the rest of the file"
             log.error("output %s: buffer file %s: %s at offset %d; skipped %d bytes (%s)",
-                      self.name, self._segment(seg), reason, off, resume - off, after)
+                      self.name, self._segment(seg), reason, off, resume - off,
+                      "resuming at offset %d" % resume if resume < end else "the rest of the file")
+            if self.on_damaged is not None:
+                self.on_damaged(before, after, resume - off)
         return resume
 
     def _read(self, seg, off, n):
