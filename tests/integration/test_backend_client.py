@@ -10,7 +10,7 @@ import pytest
 from gevent.server import StreamServer
 
 from influx_relay.backend import HTTPBackend
-from influx_relay.config import Endpoints, HTTPOutput
+from influx_relay.config import Endpoints, HTTPOutputConfig
 from influx_relay.errors import BackendError
 
 
@@ -50,7 +50,7 @@ class Scripted(object):
 
     def backend(self, **kwargs):
         port = self.server.address[1]
-        cfg = HTTPOutput(name="b", location="http://127.0.0.1:%d" % port, scheme="http",
+        cfg = HTTPOutputConfig(name="b", location="http://127.0.0.1:%d" % port, scheme="http",
                          host="127.0.0.1", port=port, endpoints=Endpoints(), **kwargs)
         return HTTPBackend(cfg)
 
@@ -175,7 +175,7 @@ def test_an_ip_address_is_connected_to_without_the_resolver(scripted, monkeypatc
     assert post(s.backend()).status == 204
     assert asked == []
     port = s.server.address[1]
-    named = HTTPBackend(HTTPOutput(name="n", location="http://localhost:%d" % port, scheme="http",
+    named = HTTPBackend(HTTPOutputConfig(name="n", location="http://localhost:%d" % port, scheme="http",
                                    host="localhost", port=port, endpoints=Endpoints()))
     assert post(named).status == 204
     assert asked == ["localhost"]
