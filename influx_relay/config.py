@@ -435,8 +435,8 @@ def _names(at, value):
 
 
 def _buffer_sync(at, value):
-    """ "write" or "os" as they are; an interval as the policy "interval" (the
-    interval itself, in seconds, is read by :func:`_buffer_sync_interval`)."""
+    """ "write" or "os" as they are; an interval as the policy "interval" (its
+    seconds go to buffer_sync_interval)."""
     _string(at, value)
     if value in ("write", "os"):
         return value
@@ -448,10 +448,6 @@ def _buffer_sync(at, value):
         raise at.error('%s is not "write", "os" or an interval such as "1s"' % _show(value))
     _duration(at, value)  # its range
     return "interval"
-
-
-def _buffer_sync_interval(text):
-    return parse_duration(text) if text not in ("write", "os") else None
 
 
 def _buffer_path(at, value):
@@ -675,7 +671,7 @@ class HTTPOutputConfig:
         "machine loses at most that much; a crash or kill of the relay alone loses "
         'nothing), or "os" (never: the kernel decides).'))
     # The fsync interval of buffer-sync, when buffer_sync is "interval".
-    buffer_sync_interval: float = _buffer_sync_interval(_BUFFER_SYNC_DEFAULT)
+    buffer_sync_interval: float = parse_duration(_BUFFER_SYNC_DEFAULT)
     username: Optional[str] = setting(_secret, None, aliases=("http-user",), doc=(
         "Credentials of the relay on this backend: they replace the client's (its u "
         "and p parameters and Authorization header) on every request to this output. "
@@ -779,7 +775,7 @@ def _http_output(at, table):
             if key in values:
                 raise at.key(key).error('is only used with api = "v2"')
     if values.get("buffer_sync") == "interval":
-        values["buffer_sync_interval"] = _buffer_sync_interval(table["buffer-sync"])
+        values["buffer_sync_interval"] = parse_duration(table["buffer-sync"])
     _check_credentials(at, values)
     if values.get("ca_file") and values["scheme"] != "https":
         raise at.key("ca-file").error("is only used with an https location, not %s"

@@ -3,7 +3,6 @@ the exact text of the errors a user sees."""
 
 import dataclasses
 import os
-import re
 import subprocess
 from pathlib import Path
 

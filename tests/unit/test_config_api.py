@@ -1,7 +1,6 @@
 """Config keys of the veepee-parity endpoints, filters and per-output credentials:
 defaults, validation and the exact errors a user sees."""
 
-import re
 import subprocess
 
 import pytest

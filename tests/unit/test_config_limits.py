@@ -8,36 +8,14 @@ import os
 
 import pytest
 
-from influx_relay import config
-from influx_relay.config import ConfigError, loads
+from influx_relay.config import loads
+
+from .test_config import error, http_config, udp_config
 
 FILE = "relay.toml"
 
 
-def http_config(listener="", output=""):
-    return (
-        '[[http]]\nbind-addr = "127.0.0.1:0"\n%s\n'
-        '[[http.output]]\nname = "a"\nlocation = "http://127.0.0.1:8086/"\n%s\n'
-        % (listener, output)
-    )
-
-
-def udp_config(listener="", output=""):
-    return (
-        '[[udp]]\nbind-addr = "127.0.0.1:0"\n%s\n'
-        '[[udp.output]]\nname = "a"\nlocation = "127.0.0.1:8089"\n%s\n' % (listener, output)
-    )
-
-
-def error(text):
-    with pytest.raises(ConfigError) as info:
-        loads(text, FILE)
-    message = str(info.value)
-    assert "\n" not in message
-    return message
-
-
-# (TOML of the config, where the key is, key, its largest value, the field's value then).
+# (which table, key, its largest value).
 # The largest values: see the MAX_* constants of config.py for the reasons.
 INTEGERS = [
     ("output", "pool-size", 65535),
