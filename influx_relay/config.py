@@ -4,12 +4,22 @@
 relay reads the TOML dict. Every error is a :class:`ConfigError` whose text is
 one line naming the file, the key path and the bad value.
 
+Each setting is declared once, as a field of the dataclass of its table
+(:func:`setting`): its key, its check (type and range), its default as written
+in TOML, and its doc. The tables of keys, the dataclass defaults and the
+unknown-key suggestions all derive from these; ``sample.toml`` shows every
+setting with its doc and its default, and a test holds it to them.
+
 Both file shapes in use today load: the original influxdb-relay one (``output =
 [{...}]`` with ``location`` the full ``/write`` URL) and the veepee-oss one
 (``[[http.output]]`` with ``location`` a base URL and optional ``endpoints``).
-Every setting is documented, with its default, in ``sample.toml``.
+
+Every number has a range checked here, at load, with what the code and the OS
+can take as its upper bound, so that a config ``check`` accepts never fails
+``run`` on a value: see the ``MAX_*`` constants.
 """
 
+import dataclasses
 import difflib
 import ipaddress
 import json
@@ -17,9 +27,9 @@ import math
 import os
 import re
 import ssl
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from decimal import Decimal
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 from urllib.parse import urlsplit
 
 try:
@@ -29,163 +39,23 @@ except ImportError:  # Python < 3.11
 
 from .errors import ConfigError
 
-DEFAULT_TIMEOUT = 10.0
-DEFAULT_MAX_BODY_SIZE = 25 * 1024 * 1024
-DEFAULT_POOL_SIZE = 64
-DEFAULT_MTU = 1024
-DEFAULT_MAX_BATCH_KB = 512
-DEFAULT_COALESCE_MAX_KB = 1024
-DEFAULT_MAX_DELAY_INTERVAL = 10.0
-DEFAULT_SHUTDOWN_TIMEOUT = 10.0
 PRECISIONS = ("n", "ns", "u", "us", "ms", "s", "m", "h")
 APIS = ("v1", "v2")
 
-
-@dataclass(frozen=True)
-class Endpoints:
-    """Paths on a backend, each starting with "/"."""
-
-    write: str = "/write"
-    ping: str = "/ping"
-    query: str = "/query"
-    write_prom: str = "/api/v1/prom/write"
-    write_v2: str = "/api/v2/write"
-
-
-@dataclass(frozen=True)
-class HTTPOutput:
-    name: str
-    location: str            # as written in the file
-    scheme: str              # "http" or "https"
-    host: str                # without brackets, e.g. "::1"
-    port: int                # explicit, or 80/443 from the scheme
-    endpoints: Endpoints
-    timeout: float = DEFAULT_TIMEOUT          # seconds
-    skip_tls_verification: bool = False
-    pool_size: int = DEFAULT_POOL_SIZE        # keep-alive connections kept per backend
-    buffer_size_mb: int = 0                   # 0: no retry buffer
-    max_batch_kb: int = DEFAULT_MAX_BATCH_KB
-    max_delay_interval: float = DEFAULT_MAX_DELAY_INTERVAL
-    buffer_path: Optional[str] = None         # a directory: the buffer lives on disk
-    buffer_max_age: float = 0.0               # seconds; 0: buffered writes never expire
-    buffer_sync: str = "1s"                   # "write", "os", or an interval
-    buffer_sync_interval: float = 1.0         # seconds, when buffer_sync is an interval
-    username: Optional[str] = None            # with password: Basic auth instead of the client's
-    password: Optional[str] = field(default=None, repr=False)
-    token: Optional[str] = field(default=None, repr=False)  # "Authorization: Token ..." instead
-    ca_file: Optional[str] = None             # PEM CA bundle trusted for an https location
-    filters: Tuple["Filter", ...] = ()        # the [[filter]] tables naming this output
-    api: str = "v1"                           # the write API the backend speaks: "v1" or "v2"
-    org: Optional[str] = None                 # v2: organization (None: the client's)
-    bucket: Optional[str] = None              # v2: fixed bucket (None: from db/rp or the client's)
-    coalesce: bool = False                    # merge concurrent small writes into one request
-    coalesce_max_kb: int = DEFAULT_COALESCE_MAX_KB  # largest merged request
-
-    @property
-    def base_url(self):
-        host = "[%s]" % self.host if ":" in self.host else self.host
-        return "%s://%s:%d" % (self.scheme, host, self.port)
-
-
-@dataclass(frozen=True)
-class HTTPListener:
-    name: str
-    bind_addr: str           # as written, e.g. ":9096"
-    host: str                # "" means every interface
-    port: int
-    outputs: Tuple[HTTPOutput, ...]
-    ssl_combined_pem: Optional[str] = None
-    default_retention_policy: Optional[str] = None
-    max_body_size: int = DEFAULT_MAX_BODY_SIZE   # bytes, compressed and decoded
-    read_timeout: float = 30.0                   # seconds idle, and for a whole request
-    default_ping_response: int = 204             # status of GET /ping
-    health_timeout_ms: int = 10000               # GET /health waits this long for backends
-    rate_limit: float = 0.0                      # write requests/s; 0: unlimited
-    burst_limit: int = 1                         # write requests above the rate (token bucket)
-    admin_enabled: bool = False                  # serve POST /admin and /admin/flush
-    admin_token: Optional[str] = field(default=None, repr=False)  # Bearer token for /admin*
-
-
-@dataclass(frozen=True)
-class UDPOutput:
-    name: str
-    location: str
-    host: str
-    port: int
-    mtu: int = DEFAULT_MTU
-
-
-@dataclass(frozen=True)
-class UDPListener:
-    name: str
-    bind_addr: str
-    host: str
-    port: int
-    outputs: Tuple[UDPOutput, ...]
-    read_buffer: int = 0
-    precision: str = "n"
-
-
-@dataclass(frozen=True)
-class Filter:
-    """A ``[[filter]]`` table: which points its outputs take.
-
-    A point goes to an output only if its measurement matches (anywhere, like
-    Go's ``MatchString``: anchor with ^ and $) every measurement expression of
-    every filter naming the output, and each of its tag keys matches every tag
-    expression of those filters.
-    """
-
-    name: str
-    outputs: Tuple[str, ...]
-    tag_expression: Optional[re.Pattern] = None
-    measurement_expression: Optional[re.Pattern] = None
-
-
-@dataclass(frozen=True)
-class Config:
-    path: str
-    http: Tuple[HTTPListener, ...] = ()
-    udp: Tuple[UDPListener, ...] = ()
-    filter: Tuple[Filter, ...] = ()
-    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT  # seconds, see sample.toml
-
-
-# ---------------------------------------------------------------------------
-# Loading
-
-def load(path):
-    """Read, parse and validate the TOML file at ``path``; return a :class:`Config`.
-
-    ``path`` is quoted in error messages exactly as given.
-    """
-    name = os.fspath(path)
-    try:
-        with open(name, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise ConfigError("%s: cannot read: %s" % (name, e.strerror or e)) from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ConfigError(
-            "%s: not UTF-8 text (byte 0x%02x at offset %d)" % (name, data[e.start], e.start)
-        ) from None
-    return loads(text, name)
-
-
-def loads(text, path="<string>"):
-    """Parse and validate TOML ``text``; ``path`` names it in error messages."""
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError("%s: invalid TOML: %s" % (path, e)) from None
-    values = _read_table(_At(path), doc, _TOP_KEYS)
-    if not values.get("http") and not values.get("udp"):
-        raise ConfigError("%s: no [[http]] or [[udp]] listener is configured" % path)
-    if values.get("filter"):
-        values["http"] = _apply_filters(_At(path), values["filter"], values.get("http", ()))
-    return Config(path=path, **values)
+#: The longest duration, in seconds: whole hours under Go's time.Duration
+#: maximum (2^63-1 ns, 2562047h47m16s), which is also where CPython's socket,
+#: lock and sleep timeouts overflow.
+MAX_DURATION_TEXT = "2562047h"
+MAX_DURATION = 2562047 * 3600.0
+#: The largest size in bytes (4 EiB): a size and another still fit a signed
+#: 64-bit integer, which file offsets, zlib's lengths and Py_ssize_t are.
+MAX_BYTES = 2 ** 62
+#: SO_RCVBUF is a C int.
+MAX_C_INT = 2 ** 31 - 1
+#: Connections to one backend from one local address: one per local port.
+MAX_POOL_SIZE = 65535
+#: The rate limiter counts tokens in a float, exact up to 2^53.
+MAX_TOKENS = 2 ** 53
 
 
 # ---------------------------------------------------------------------------
@@ -238,26 +108,95 @@ def _wrong_type(at, value, expected):
 
 
 # ---------------------------------------------------------------------------
-# Tables
+# Settings
 
-def _read_table(at, table, keys, required=()):
-    """Validate ``table`` against ``keys`` (TOML key -> validator).
+#: No default: the key is required, or its value derives from other keys (the
+#: doc says how), and the dataclass field has no default either.
+NO_DEFAULT = dataclasses.MISSING
 
-    Returns ``{field_name: value}`` for the keys present, the field name being
-    the TOML key with "-" turned into "_". Unknown keys are errors, with a
-    suggestion, so that a typo never silently disables a setting.
+
+@dataclass(frozen=True)
+class Setting:
+    """One key of a TOML table: everything about it, declared in one place.
+
+    ``check(at, value)`` validates a value from the file (type and range) and
+    returns what the dataclass field holds. ``default`` is written as in TOML,
+    the way ``sample.toml`` shows it; None means that an absent key is None,
+    NO_DEFAULT that the key is required or derived. ``table`` is, for an
+    array of tables, the dataclass of each table. ``alias_of``: this key is a
+    second name (influxdb-relay's) for that one.
     """
+
+    key: str
+    field: str
+    check: Callable
+    default: object
+    doc: str
+    required: bool = False
+    table: Optional[type] = None
+    alias_of: Optional[str] = None
+
+
+def setting(check, default=NO_DEFAULT, doc="", key=None, required=False, table=None,
+            aliases=(), repr=True):
+    """A dataclass field that is a setting; its key is the field name with "_"
+    turned into "-" unless ``key`` is given. The field's default is
+    ``check(default)``, so a default is held to the same rules as a value
+    from a file."""
+    if default is NO_DEFAULT or default is None:
+        value = default
+    else:
+        value = check(_At("default"), default)
+    meta = {"setting": dict(check=check, default=default, doc=doc, key=key,
+                            required=required, table=table, aliases=aliases)}
+    return dataclasses.field(default=value, repr=repr, metadata=meta)
+
+
+def settings(cls):
+    """``{key: Setting}`` of a config dataclass, in declaration order, its
+    keys' aliases after them."""
+    found = _SETTINGS.get(cls)
+    if found is None:
+        found, aliases = {}, []
+        for f in dataclasses.fields(cls):
+            meta = f.metadata.get("setting")
+            if meta is None:
+                continue  # derived from settings, not read from the file
+            key = meta["key"] or f.name.replace("_", "-")
+            found[key] = Setting(key, f.name, meta["check"], meta["default"], meta["doc"],
+                                 meta["required"], meta["table"])
+            aliases += [Setting(alias, f.name, meta["check"], None,
+                                "influxdb-relay's name for %s." % key, alias_of=key)
+                        for alias in meta["aliases"]]
+        found.update((s.key, s) for s in aliases)
+        _SETTINGS[cls] = found
+    return found
+
+
+_SETTINGS = {}
+
+
+def _read_table(at, table, cls):
+    """Validate ``table`` against the settings of ``cls``.
+
+    Returns ``{field_name: value}`` for the keys present. Unknown keys are
+    errors, with a suggestion, so that a typo never silently disables a
+    setting; so are a missing required key and a key set under both its names.
+    """
+    known = settings(cls)
     for name in table:
-        if name not in keys:
-            raise at.key(name).error("unknown key (%s)" % _suggest(name, keys))
-    for name in required:
-        if name not in table:
-            raise at.key(name).error("required key is missing")
-    return {
-        name.replace("-", "_"): validate(at.key(name), table[name])
-        for name, validate in keys.items()
-        if name in table
-    }
+        if name not in known:
+            raise at.key(name).error("unknown key (%s)" % _suggest(name, known))
+    values = {}
+    for key, s in known.items():
+        if key in table:
+            if s.field in values:
+                raise at.key(key).error("is influxdb-relay's name for %s: set one of them"
+                                        % s.alias_of)
+            values[s.field] = s.check(at.key(key), table[key])
+        elif s.required:
+            raise at.key(key).error("required key is missing")
+    return values
 
 
 def _suggest(name, known):
@@ -288,7 +227,7 @@ def _check_unique_names(items):
 
 
 # ---------------------------------------------------------------------------
-# Scalar validators: each takes (at, value) and returns the value to store
+# Scalar checks: each takes (at, value) and returns the value to store
 
 def _string(at, value):
     if not isinstance(value, str):
@@ -312,19 +251,29 @@ def _bool(at, value):
     return value
 
 
-def _int(at, value, minimum, maximum=None):
+def _int(at, value, minimum, maximum):
     if isinstance(value, bool) or not isinstance(value, int):  # TOML true is no integer
         raise _wrong_type(at, value, "an integer")
-    if maximum is None and value < minimum:
-        raise at.error("%d must be at least %d" % (value, minimum))
-    if maximum is not None and not minimum <= value <= maximum:
+    if not minimum <= value <= maximum:
         raise at.error("%d must be between %d and %d" % (value, minimum, maximum))
     return value
 
 
-def _integer(minimum, maximum=None):
-    """A validator for an integer in [minimum, maximum]."""
+def _integer(minimum, maximum):
+    """A check for an integer in [minimum, maximum]."""
     return lambda at, value: _int(at, value, minimum, maximum)
+
+
+def _precision(at, value):
+    if _string(at, value) not in PRECISIONS:
+        raise at.error("%s is not a precision (one of %s)" % (_show(value), ", ".join(PRECISIONS)))
+    return value
+
+
+def _api(at, value):
+    if _string(at, value) not in APIS:
+        raise at.error('%s is not an API (one of "v1", "v2")' % _show(value))
+    return value
 
 
 _DURATION_UNITS_NS = {
@@ -359,11 +308,15 @@ def parse_duration(text):
 
 
 def _duration(at, value):
+    """Seconds, from 0 to MAX_DURATION."""
     _string(at, value)
     try:
-        return parse_duration(value)
+        seconds = parse_duration(value)
     except ValueError:
         raise at.error('%s is not a duration (e.g. "10s", "500ms")' % _show(value)) from None
+    if seconds > MAX_DURATION:
+        raise at.error('%s must be at most "%s" (292 years)' % (_show(value), MAX_DURATION_TEXT))
+    return seconds
 
 
 def _positive_duration(at, value):
@@ -388,21 +341,26 @@ def _byte_size(at, value):
         match = _SIZE.fullmatch(value.strip())
         unit = match and _SIZE_UNITS.get(match.group(2).lower())
         if not unit:
-            raise at.error('%s is not a size (e.g. 26214400, "25MB", "512KB", "1GiB")'
+            raise at.error('%s is not a size (e.g. 25000000, "25MB", "512KB", "1GiB")'
                            % _show(value))
         size = int(Decimal(match.group(1)) * unit)
-        if size < 1:
-            raise at.error("%s must be at least 1 byte" % _show(value))
+        if not 1 <= size <= MAX_BYTES:
+            raise at.error("%s must be between 1 byte and %d bytes (4 EiB)"
+                           % (_show(value), MAX_BYTES))
         return size
     if isinstance(value, bool) or not isinstance(value, int):
         raise _wrong_type(at, value, 'an integer or a string such as "25MB"')
-    return _int(at, value, 1)
+    return _int(at, value, 1, MAX_BYTES)
 
 
-def _precision(at, value):
-    if _string(at, value) not in PRECISIONS:
-        raise at.error("%s is not a precision (one of %s)" % (_show(value), ", ".join(PRECISIONS)))
-    return value
+def _rate(at, value):
+    """A number (integer or float) of requests per second, 0 to MAX_TOKENS."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _wrong_type(at, value, "a number")
+    if not (math.isfinite(value) and 0 <= value <= MAX_TOKENS):
+        raise at.error("%s must be a number of requests per second between 0 and %d"
+                       % (_show(value), MAX_TOKENS))
+    return float(value)
 
 
 def _readable_file(at, value):
@@ -417,13 +375,34 @@ def _readable_file(at, value):
     return value
 
 
-def _rate(at, value):
-    """A non-negative number (integer or float) of requests per second."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _wrong_type(at, value, "a number")
-    if not math.isfinite(value) or value < 0:
-        raise at.error("%s must be a number of requests per second, 0 or more" % _show(value))
-    return float(value)
+def _ssl_reason(e):
+    """An SSLError's message without the "(_ssl.c:1234)" of where it was raised."""
+    text = e.args[1] if len(e.args) > 1 and isinstance(e.args[1], str) else str(e)
+    return re.sub(r" \(_ssl\.c:\d+\)$", "", text)
+
+
+def _tls_pem(at, value):
+    """A PEM file with a certificate (chain) and its private key, loaded now
+    as the listener will load it."""
+    _readable_file(at, value)
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(value)
+    except (ssl.SSLError, OSError, ValueError) as e:
+        raise at.error("%s is not a certificate and its private key in PEM: %s"
+                       % (_show(value), _ssl_reason(e) if isinstance(e, ssl.SSLError) else e)
+                       ) from None
+    return value
+
+
+def _ca_file(at, value):
+    """A PEM file of CA certificates, readable and parseable now."""
+    _readable_file(at, value)
+    try:
+        ssl.create_default_context(cafile=value)
+    except (ssl.SSLError, ValueError) as e:
+        raise at.error("%s is not a PEM file of CA certificates: %s"
+                       % (_show(value), getattr(e, "reason", None) or e)) from None
+    return value
 
 
 def _secret(at, value):
@@ -455,14 +434,48 @@ def _names(at, value):
     return tuple(value)
 
 
-def _ca_file(at, value):
-    """A PEM file of CA certificates, readable and parseable now."""
-    _readable_file(at, value)
+def _buffer_sync(at, value):
+    """ "write" or "os" as they are; an interval as the policy "interval" (its
+    seconds go to buffer_sync_interval)."""
+    _string(at, value)
+    if value in ("write", "os"):
+        return value
     try:
-        ssl.create_default_context(cafile=value)
-    except (ssl.SSLError, ValueError) as e:
-        raise at.error("%s is not a PEM file of CA certificates: %s"
-                       % (_show(value), getattr(e, "reason", None) or e)) from None
+        seconds = parse_duration(value)
+    except ValueError:
+        seconds = 0
+    if seconds <= 0:
+        raise at.error('%s is not "write", "os" or an interval such as "1s"' % _show(value))
+    _duration(at, value)  # its range
+    return "interval"
+
+
+def _buffer_path(at, value):
+    """A directory the disk buffer can use: if it exists, a directory whose
+    lock and cursor files we may read and write; if not, one that can be made
+    (its nearest existing parent is a directory we may write). Checked with
+    stat and access only, nothing made or locked: ``check`` runs while the
+    relay holds the buffer (before a reload), maybe as another user."""
+    if not _string(at, value):
+        raise at.error("must not be empty")
+    path = os.path.abspath(value)
+    if os.path.exists(path):
+        if not os.path.isdir(path):
+            raise at.error("%s exists and is not a directory" % _show(value))
+        for name, mode in ((path, os.R_OK | os.W_OK | os.X_OK),
+                           (os.path.join(path, "lock"), os.R_OK | os.W_OK),
+                           (os.path.join(path, "cursor"), os.R_OK | os.W_OK)):
+            if os.path.exists(name) and not os.access(name, mode):
+                raise at.error("%s cannot be used: no permission to read and write %s"
+                               % (_show(value), name))
+        return value
+    parent = os.path.dirname(path)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise at.error("%s cannot be made: %s is not a directory" % (_show(value), parent))
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise at.error("%s cannot be made: no permission to write %s" % (_show(value), parent))
     return value
 
 
@@ -534,14 +547,6 @@ def _address(at, value, listen):
     return host, port
 
 
-def _bind_addr(at, value):
-    return _address(at, value, listen=True)
-
-
-def _udp_location(at, value):
-    return _address(at, value, listen=False)
-
-
 def _check_unique_binds(listeners):
     """Two listeners of one protocol may not bind one port on one host (a
     wildcard host overlaps every host). Port 0 is ephemeral and never clashes.
@@ -561,33 +566,162 @@ def _check_unique_binds(listeners):
 
 
 # ---------------------------------------------------------------------------
-# HTTP outputs: location and endpoints
+# Arrays of tables
 
-_ENDPOINT_KEYS = {name: _string for name in ("write", "ping", "query", "write_prom", "write_v2")}
+def _tables(build, example, kind, non_empty=False):
+    """A check for an array of tables, each made by ``build(at, table)``:
+    ``kind`` ("output", "listener", "filter") names them in errors, and two with
+    one name, or two listeners on one address, are errors."""
+
+    def check(at, value):
+        _array_of_tables(at, value, example)
+        if non_empty and not value:
+            raise at.error("must not be empty")
+        items = [(at.index(i), build(at.index(i), table)) for i, table in enumerate(value)]
+        if kind == "listener":
+            _check_unique_binds(items)
+        _check_unique_names([(item_at, item.name, kind) for item_at, item in items])
+        return tuple(item for _, item in items)
+
+    return check
 
 
-def _endpoints(at, value):
-    """The inline ``endpoints`` table: any subset of write, ping, query, write_prom, write_v2."""
-    if not isinstance(value, dict):
-        raise _wrong_type(at, value, "a table (e.g. {write=\"/write\", ping=\"/ping\"})")
-    paths = _read_table(at, value, _ENDPOINT_KEYS)
-    for name, path in paths.items():
-        if not path.startswith("/") or "?" in path or "#" in path or _has_space(path):
-            raise at.key(name).error('%s is not a path starting with "/"' % _show(path))
-    return paths
+# ---------------------------------------------------------------------------
+# The tables, each with its settings, innermost first
+
+def _endpoint_path(at, value):
+    path = _string(at, value)
+    if not path.startswith("/") or "?" in path or "#" in path or _has_space(path):
+        raise at.error('%s is not a path starting with "/"' % _show(path))
+    return path
 
 
 def _has_space(text):
     return any(c.isspace() for c in text)
 
 
+@dataclass(frozen=True)
+class Endpoints:
+    """Paths on a backend, each starting with "/" (documented with the
+    output's ``endpoints``)."""
+
+    write: str = setting(_endpoint_path, "/write", key="write")
+    ping: str = setting(_endpoint_path, "/ping", key="ping")
+    query: str = setting(_endpoint_path, "/query", key="query")
+    write_prom: str = setting(_endpoint_path, "/api/v1/prom/write", key="write_prom")
+    write_v2: str = setting(_endpoint_path, "/api/v2/write", key="write_v2")
+
+
+def _endpoints(at, value):
+    """The inline ``endpoints`` table: any subset of its keys."""
+    if not isinstance(value, dict):
+        raise _wrong_type(at, value, "a table (e.g. {write=\"/write\", ping=\"/ping\"})")
+    return Endpoints(**_read_table(at, value, Endpoints))
+
+
+def defaults(cls):
+    """The TOML table of the settings of ``cls`` that have a default."""
+    return {s.key: s.default for s in settings(cls).values()
+            if s.default is not NO_DEFAULT and s.default is not None}
+
+
+_BUFFER_SYNC_DEFAULT = "1s"
+
+
+@dataclass(frozen=True)
+class HTTPOutputConfig:
+    """An ``[[http.output]]`` table: one backend of an HTTP listener."""
+
+    name: str = setting(_name, required=True, doc=(
+        "Name used in logs and metrics (required, unique within this listener)."))
+    location: str = setting(_string, required=True, doc=(
+        "Base URL of the backend, http or https (required; port defaults to 80/443)."))
+    scheme: str              # "http" or "https", from the location
+    host: str                # without brackets, e.g. "::1"
+    port: int                # explicit, or 80/443 from the scheme
+    endpoints: Endpoints = setting(_endpoints, defaults(Endpoints), doc=(
+        "Paths on the backend, any subset; missing ones take these defaults: write "
+        "(InfluxDB 1.x writes), ping (GET /health pings it), query (POST /admin), "
+        "write_prom (Prometheus remote writes), write_v2 (InfluxDB 2.x writes)."))
+    timeout: float = setting(_positive_duration, "10s", doc=(
+        "A write that does not complete in this time fails."))
+    skip_tls_verification: bool = setting(_bool, False, doc=(
+        "Accept any certificate on an https location. Insecure: for testing only. "
+        "Applies to every request to this output (writes, /health, /admin)."))
+    pool_size: int = setting(_integer(1, MAX_POOL_SIZE), 64, doc=(
+        "Keep-alive connections kept open to this backend (1 to 65535)."))
+    buffer_size_mb: int = setting(_integer(0, MAX_BYTES // 1024 ** 2), 0, doc=(
+        "Memory for writes the backend failed, retried later, in MB (0: no retry buffer)."))
+    max_batch_kb: int = setting(_integer(1, MAX_BYTES // 1024), 512, doc=(
+        "Largest batch of buffered writes sent at once, in KB."))
+    max_delay_interval: float = setting(_positive_duration, "10s", doc=(
+        "Longest wait between two retries of buffered writes (the first waits 500ms, "
+        "each failure doubles the wait up to this)."))
+    buffer_path: Optional[str] = setting(_buffer_path, None, doc=(
+        "Keep the retry buffer on disk, in this directory (one per output, which "
+        "no other output may share): it then survives restarts and crashes and is "
+        "bounded by buffer-size-mb, which must be set. The files hold the clients' "
+        "credentials: the directory is made 0700. (default: the buffer is in memory)."))
+    buffer_max_age: float = setting(_duration, "0", doc=(
+        'Drop buffered writes older than this, counted and logged ("0": keep them '
+        "until delivered or the buffer is full)."))
+    buffer_sync: str = setting(_buffer_sync, _BUFFER_SYNC_DEFAULT, doc=(
+        'When a disk buffer calls fsync: "write" (before the client is answered: '
+        'survives power loss, slowest), an interval such as "1s" (a crash of the '
+        "machine loses at most that much; a crash or kill of the relay alone loses "
+        'nothing), or "os" (never: the kernel decides).'))
+    # The fsync interval of buffer-sync, when buffer_sync is "interval".
+    buffer_sync_interval: float = parse_duration(_BUFFER_SYNC_DEFAULT)
+    username: Optional[str] = setting(_secret, None, aliases=("http-user",), doc=(
+        "Credentials of the relay on this backend: they replace the client's (its u "
+        "and p parameters and Authorization header) on every request to this output. "
+        "Either username and password (sent as HTTP Basic auth), or token."))
+    password: Optional[str] = setting(_secret, None, aliases=("http-pass",), repr=False,
+                                      doc="The password of username.")
+    token: Optional[str] = setting(_secret, None, repr=False, doc=(
+        'An API token, sent as "Authorization: Token <token>", instead of username '
+        "and password. A v2 output without one sends the client's own credentials: "
+        "a 2.x client's token as it sent it, and for a 1.x client its password, "
+        "from p= or Basic auth, as the token."))
+    ca_file: Optional[str] = setting(_ca_file, None, doc=(
+        "CA certificates (PEM) trusted for an https location, e.g. a private CA "
+        "(default: the system's CA store)."))
+    filters: Tuple["FilterConfig", ...] = ()  # the [[filter]] tables naming this output
+    api: str = setting(_api, "v1", doc=(
+        'The write API the backend speaks: "v1" (InfluxDB 1.x: /write, db and rp) or '
+        '"v2" (InfluxDB 2.x and 3.x: /api/v2/write, org and bucket). See the v2 '
+        "example below for the keys only a \"v2\" output has."))
+    org: Optional[str] = setting(_optional_string, None, doc=(
+        "Organization sent with every write (default: a 2.x client's own org; 1.x "
+        "writes then carry none, which InfluxDB OSS 2.x refuses: set it for OSS 2.x)."))
+    bucket: Optional[str] = setting(_optional_string, None, doc=(
+        "Write every point to this bucket (default: as mapped above)."))
+    coalesce: bool = setting(_bool, False, doc=(
+        "Merge concurrent small writes (under 64 KB, line protocol) that share a "
+        "database, retention policy, precision and credentials into one request to "
+        "this backend, while a request of theirs is in flight. Each client still gets "
+        "its own answer: if the backend refuses a merged request (a 4xx), each write "
+        "is sent again alone, so one client's bad data never fails another's write. "
+        "Fewer, larger requests: with real InfluxDB backends (which pay per request) "
+        "small writes went 20-50% faster; against near-free backends it saves the "
+        "relay no time (README, Performance). Off by default."))
+    coalesce_max_kb: int = setting(_integer(1, MAX_BYTES // 1024), 1024, doc=(
+        "Largest merged request, in KB."))
+
+    @property
+    def base_url(self):
+        host = "[%s]" % self.host if ":" in self.host else self.host
+        return "%s://%s:%d" % (self.scheme, host, self.port)
+
+
 def _http_location(at, location, endpoints):
-    """(scheme, host, port, Endpoints) from an output's location and endpoints.
+    """(scheme, host, port, Endpoints) from an output's location and its
+    ``endpoints`` (None when the key is absent).
 
     Without ``endpoints``, a location whose path ends in "/write" is the full
     write URL of the original influxdb-relay (or, ending in "/api/v2/write",
     of an InfluxDB 2.x backend); any other location is a base URL whose path
-    prefixes every default endpoint.
+    prefixes every endpoint.
     """
     shown = _show(location)
     if not location.lower().startswith(("http://", "https://")):
@@ -620,8 +754,7 @@ def _http_location(at, location, endpoints):
         prefix = path[: -len("/write")]  # the original format: the full write URL
     else:
         prefix = path.rstrip("/")
-    paths = asdict(Endpoints())
-    paths.update(endpoints or {})
+    paths = dataclasses.asdict(endpoints or Endpoints())
     resolved = Endpoints(**{name: prefix + p for name, p in paths.items()})
     return parts.scheme, host, port, resolved
 
@@ -629,35 +762,10 @@ def _http_location(at, location, endpoints):
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
-# ---------------------------------------------------------------------------
-# Sections. Each table maps a TOML key to its validator; the key, with "-"
-# turned into "_", is the dataclass field. A new plain setting is one line
-# here plus its field (with its default) in the dataclass.
-
-def _buffer_sync(at, value):
-    """ "write" (fsync before answering), "os" (never fsync), or an fsync interval."""
-    _string(at, value)
-    if value in ("write", "os"):
-        return value
-    try:
-        if parse_duration(value) > 0:
-            return value
-    except ValueError:
-        pass
-    raise at.error('%s is not "write", "os" or an interval such as "1s"' % _show(value))
-
-
-def _api(at, value):
-    if _string(at, value) not in APIS:
-        raise at.error('%s is not an API (one of "v1", "v2")' % _show(value))
-    return value
-
-
 def _http_output(at, table):
-    values = _read_table(at, table, _HTTP_OUTPUT_KEYS, required=("name", "location"))
-    scheme, host, port, endpoints = _http_location(
-        at.key("location"), values["location"], values.pop("endpoints", None)
-    )
+    values = _read_table(at, table, HTTPOutputConfig)
+    values["scheme"], values["host"], values["port"], values["endpoints"] = _http_location(
+        at.key("location"), values["location"], values.get("endpoints"))
     if values.get("buffer_path") and not values.get("buffer_size_mb"):
         raise at.key("buffer-path").error(
             "a disk buffer needs buffer-size-mb (its size limit) greater than 0"
@@ -666,21 +774,13 @@ def _http_output(at, table):
         for key in ("org", "bucket"):
             if key in values:
                 raise at.key(key).error('is only used with api = "v2"')
-    sync = values.get("buffer_sync")
-    if sync and sync not in ("write", "os"):
-        values["buffer_sync_interval"] = parse_duration(sync)
-    for old, new in (("http_user", "username"), ("http_pass", "password")):
-        # influxdb-relay's names for the same thing.
-        if old in values:
-            if new in values:
-                raise at.key(old.replace("_", "-")).error(
-                    "is influxdb-relay's name for %s: set one of them" % new)
-            values[new] = values.pop(old)
+    if values.get("buffer_sync") == "interval":
+        values["buffer_sync_interval"] = parse_duration(table["buffer-sync"])
     _check_credentials(at, values)
-    if values.get("ca_file") and scheme != "https":
+    if values.get("ca_file") and values["scheme"] != "https":
         raise at.key("ca-file").error("is only used with an https location, not %s"
                                       % _show(values["location"]))
-    return HTTPOutput(scheme=scheme, host=host, port=port, endpoints=endpoints, **values)
+    return HTTPOutputConfig(**values)
 
 
 def _check_credentials(at, values):
@@ -693,62 +793,177 @@ def _check_credentials(at, values):
         raise at.key("username").error("is required with password")
 
 
-def _udp_output(at, table):
-    values = _read_table(at, table, _UDP_OUTPUT_KEYS, required=("name", "location"))
-    host, port = _udp_location(at.key("location"), values["location"])
-    return UDPOutput(host=host, port=port, **values)
+@dataclass(frozen=True)
+class HTTPListenerConfig:
+    """An ``[[http]]`` table: one HTTP listener and its outputs."""
 
-
-def _outputs(build, example):
-    """A validator for a listener's non-empty ``output`` array."""
-
-    def validate(at, value):
-        _array_of_tables(at, value, example)
-        if not value:
-            raise at.error("must not be empty")
-        items = [(at.index(i), build(at.index(i), table)) for i, table in enumerate(value)]
-        _check_unique_names([(item_at, out.name, "output") for item_at, out in items])
-        return tuple(out for _, out in items)
-
-    return validate
+    name: str = setting(_name, doc="Name used in logs and metrics (default: the bind-addr).")
+    bind_addr: str = setting(_string, required=True, doc=(
+        "TCP address to listen on (required)."))
+    host: str                # from bind-addr; "" means every interface
+    port: int
+    outputs: Tuple[HTTPOutputConfig, ...] = setting(
+        _tables(_http_output, "[[http.output]]", "output", non_empty=True), key="output", required=True,
+        table=HTTPOutputConfig, doc=(
+            'Backends (at least one). "location" is the backend\'s base URL; its path, if '
+            "any, is put before each endpoint."))
+    ssl_combined_pem: Optional[str] = setting(_tls_pem, None, doc=(
+        "Certificate and private key in one PEM file: serve HTTPS (default: plain HTTP)."))
+    default_retention_policy: Optional[str] = setting(_optional_string, None, doc=(
+        "Retention policy added to writes that name none (default: none)."))
+    max_body_size: int = setting(_byte_size, 25000000, doc=(
+        'Largest request body accepted, in bytes or "512KB", "25MB", "1GiB" '
+        "(1 MB = 1024 KB), compressed and decoded. The default, 25000000 bytes, is "
+        "InfluxDB's own ([http] max-body-size)."))
+    read_timeout: float = setting(_positive_duration, "30s", doc=(
+        "How long a connection may stay idle waiting for a request, and how long a "
+        "request (its line, headers and body) may take to arrive once it begins; "
+        "a client that trickles bytes slower than that gets 408 and is closed."))
+    default_ping_response: int = setting(_integer(200, 599), 204, doc=(
+        "HTTP status of GET /ping (200 to 599); ?verbose=true always answers 200."))
+    health_timeout_ms: int = setting(_integer(1, int(MAX_DURATION * 1000)), 10000, doc=(
+        "GET /health pings every output's ping endpoint and waits this long, in ms."))
+    rate_limit: float = setting(_rate, 0, doc=(
+        "Write requests per second accepted (/write, /api/v1/prom/write), a token "
+        "bucket per listener; over it the client gets 429 with Retry-After (0: no limit)."))
+    burst_limit: Optional[int] = setting(_integer(1, MAX_TOKENS), None, doc=(
+        "Requests accepted at once above the rate (needs rate-limit; default: the "
+        "rate rounded up, at least 1)."))
+    admin_enabled: bool = setting(_bool, False, doc=(
+        "Serve POST /admin (a query such as CREATE DATABASE sent to every output's "
+        "query endpoint) and POST /admin/flush (empties retry buffers). Off: both "
+        "answer 404."))
+    admin_token: Optional[str] = setting(_secret, None, repr=False, doc=(
+        "With admin-enabled: /admin and /admin/flush require the header "
+        '"Authorization: Bearer <admin-token>" (default: no token required).'))
 
 
 def _http_listener(at, table):
-    values = _read_table(at, table, _HTTP_LISTENER_KEYS, required=("bind-addr", "output"))
-    host, port = _bind_addr(at.key("bind-addr"), values["bind_addr"])
+    values = _read_table(at, table, HTTPListenerConfig)
+    values["host"], values["port"] = _address(at.key("bind-addr"), values["bind_addr"],
+                                              listen=True)
     values.setdefault("name", values["bind_addr"])
-    values["outputs"] = values.pop("output")
     rate = values.get("rate_limit", 0.0)
     if "burst_limit" in values and not rate:
         raise at.key("burst-limit").error("needs rate-limit (greater than 0)")
     values.setdefault("burst_limit", max(1, math.ceil(rate)))
     if values.get("admin_token") and not values.get("admin_enabled"):
         raise at.key("admin-token").error("is set but admin-enabled is not true")
-    return HTTPListener(host=host, port=port, **values)
+    return HTTPListenerConfig(**values)
+
+
+@dataclass(frozen=True)
+class UDPOutputConfig:
+    """A ``[[udp.output]]`` table: one backend of a UDP listener."""
+
+    name: str = setting(_name, required=True, doc=(
+        "Name used in logs and metrics (required, unique within this listener)."))
+    location: str = setting(_string, required=True, doc=(
+        "host:port of the backend's UDP listener (required). A host name is "
+        "resolved at start; while it does not resolve, what this output is sent is "
+        "dropped (counted in influx_relay_udp_dropped) and it is resolved again, at "
+        "most every 10s."))
+    host: str                # from location
+    port: int
+    mtu: int = setting(_integer(64, 65507), 1024, doc="Largest packet sent, in bytes (64 to 65507).")
+
+
+def _udp_output(at, table):
+    values = _read_table(at, table, UDPOutputConfig)
+    values["host"], values["port"] = _address(at.key("location"), values["location"],
+                                              listen=False)
+    return UDPOutputConfig(**values)
+
+
+@dataclass(frozen=True)
+class UDPListenerConfig:
+    """A ``[[udp]]`` table: one UDP listener and its outputs."""
+
+    name: str = setting(_name, doc="Name used in logs and metrics (default: the bind-addr).")
+    bind_addr: str = setting(_string, required=True, doc="UDP address to listen on (required).")
+    host: str                # from bind-addr
+    port: int
+    outputs: Tuple[UDPOutputConfig, ...] = setting(
+        _tables(_udp_output, "[[udp.output]]", "output", non_empty=True), key="output", required=True,
+        table=UDPOutputConfig, doc=(
+            'Backends (at least one; an inline "output = [...]" array works too).'))
+    read_buffer: int = setting(_integer(0, MAX_C_INT), 0, doc=(
+        "Socket receive buffer (SO_RCVBUF) in bytes, up to 2147483647 (0: the OS "
+        "default, net.core.rmem_default, about 208 KB on Linux: a few milliseconds of "
+        "datagrams at 30k/s, so a busy machine drops some). 4194304 (4 MB) forwarded "
+        "30k datagrams/s without loss in bench/udp_bench.sh; the OS caps it at "
+        "net.core.rmem_max, which the relay warns about."))
+    precision: str = setting(_precision, "n", doc=(
+        "Precision of the timestamps in received points: n, ns, u, us, ms, s, m or h."))
 
 
 def _udp_listener(at, table):
-    values = _read_table(at, table, _UDP_LISTENER_KEYS, required=("bind-addr", "output"))
-    host, port = _bind_addr(at.key("bind-addr"), values["bind_addr"])
+    values = _read_table(at, table, UDPListenerConfig)
+    values["host"], values["port"] = _address(at.key("bind-addr"), values["bind_addr"],
+                                              listen=True)
     values.setdefault("name", values["bind_addr"])
-    values["outputs"] = values.pop("output")
-    return UDPListener(host=host, port=port, **values)
+    return UDPListenerConfig(**values)
+
+
+@dataclass(frozen=True)
+class FilterConfig:
+    """A ``[[filter]]`` table: which points its outputs take.
+
+    A point goes to an output only if its measurement matches (anywhere, like
+    Go's ``MatchString``: anchor with ^ and $) every measurement expression of
+    every filter naming the output, and each of its tag keys matches every tag
+    expression of those filters.
+    """
+
+    name: str = setting(_name, doc='Name used in logs (default: its position, e.g. "filter[0]").')
+    outputs: Tuple[str, ...] = setting(_names, required=True, doc=(
+        "Names of the HTTP outputs it applies to, in any listener (required)."))
+    tag_expression: Optional[re.Pattern] = setting(_regex, None, doc=(
+        "Regular expression every tag key of a point must match."))
+    measurement_expression: Optional[re.Pattern] = setting(_regex, None, doc=(
+        "Regular expression the measurement of a point must match."))
 
 
 def _filter(at, table):
-    values = _read_table(at, table, _FILTER_KEYS, required=("outputs",))
+    values = _read_table(at, table, FilterConfig)
     if "tag_expression" not in values and "measurement_expression" not in values:
         raise at.error("a filter needs tag-expression or measurement-expression")
     values.setdefault("name", at.path)
-    return Filter(**values)
+    return FilterConfig(**values)
 
 
-def _filters(at, value):
-    _array_of_tables(at, value, "[[filter]]")
-    items = [(at.index(i), _filter(at.index(i), table)) for i, table in enumerate(value)]
-    _check_unique_names([(item_at, f.name, "filter") for item_at, f in items])
-    return tuple(f for _, f in items)
+@dataclass(frozen=True)
+class Config:
+    """The whole file."""
 
+    path: str
+    http: Tuple[HTTPListenerConfig, ...] = setting(
+        _tables(_http_listener, "[[http]]", "listener"), [], table=HTTPListenerConfig, doc=(
+            "HTTP listeners: writes are sent to every output. Clients write with the "
+            "InfluxDB 1.x API (POST /write?db=..) or the 2.x one (POST /api/v2/write?org=.."
+            '&bucket=..); each output speaks either (see "api" below), and the relay '
+            "translates between them."))
+    udp: Tuple[UDPListenerConfig, ...] = setting(
+        _tables(_udp_listener, "[[udp]]", "listener"), [], table=UDPListenerConfig, doc=(
+            "UDP listeners: each packet of line protocol is sent to every output."))
+    filter: Tuple[FilterConfig, ...] = setting(
+        _tables(_filter, "[[filter]]", "filter"), [], table=FilterConfig, doc=(
+            "Filters: which points an HTTP output takes. A point goes to an output only if "
+            "its measurement matches every measurement-expression, and each of its tag "
+            "keys matches every tag-expression, of the filters naming that output. "
+            "Expressions are regular expressions matched anywhere in the name (anchor "
+            "them with ^ and $). Filtering is per point: each output gets the lines it "
+            "takes, and an output that takes none of a request's lines is not sent it. "
+            "Prometheus remote writes (/api/v1/prom/write) are not filtered. (default: "
+            "no filter, every output takes every point)"))
+    shutdown_timeout: float = setting(_duration, "10s", doc=(
+        "How long a stopping relay (SIGTERM, SIGINT) waits for requests in flight, "
+        "then again for memory retry buffers to drain; what is still buffered in "
+        "memory after that is lost, and logged with its point count."))
+
+
+# ---------------------------------------------------------------------------
+# Checks across tables
 
 def _apply_filters(at, filters, listeners):
     """Attach each filter to the HTTP outputs it names (in every listener);
@@ -778,85 +993,59 @@ def _hint(name, known):
     return "known outputs: %s" % ", ".join(sorted(known))
 
 
-def _listeners(build, example):
-    """A validator for a top-level array of listeners of one protocol."""
+def _check_buffer_paths(at, listeners):
+    """A disk buffer's directory belongs to one output: two outputs (in any
+    listeners) with one buffer-path, however written, is an error naming both."""
+    seen = {}
+    for i, listener in enumerate(listeners):
+        for j, o in enumerate(listener.outputs):
+            if not o.buffer_path:
+                continue
+            here = at.key("http").index(i).key("output").index(j)
+            real = os.path.realpath(o.buffer_path)
+            if real in seen:
+                other_at, other = seen[real]
+                raise here.key("buffer-path").error(
+                    "%s is also the buffer-path of output %s (%s): each output needs a "
+                    "directory of its own" % (_show(o.buffer_path), _show(other.name),
+                                              other_at.path))
+            seen[real] = here, o
 
-    def validate(at, value):
-        _array_of_tables(at, value, example)
-        items = [(at.index(i), build(at.index(i), table)) for i, table in enumerate(value)]
-        _check_unique_binds(items)
-        _check_unique_names([(item_at, lst.name, "listener") for item_at, lst in items])
-        return tuple(lst for _, lst in items)
 
-    return validate
+# ---------------------------------------------------------------------------
+# Loading
+
+def load(path):
+    """Read, parse and validate the TOML file at ``path``; return a :class:`Config`.
+
+    ``path`` is quoted in error messages exactly as given.
+    """
+    name = os.fspath(path)
+    try:
+        with open(name, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ConfigError("%s: cannot read: %s" % (name, e.strerror or e)) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            "%s: not UTF-8 text (byte 0x%02x at offset %d)" % (name, data[e.start], e.start)
+        ) from None
+    return loads(text, name)
 
 
-_HTTP_OUTPUT_KEYS = {
-    "name": _name,
-    "location": _string,  # split into scheme, host, port and endpoints above
-    "endpoints": _endpoints,
-    "timeout": _positive_duration,
-    "skip-tls-verification": _bool,
-    "pool-size": _integer(1),
-    "buffer-size-mb": _integer(0),
-    "max-batch-kb": _integer(1),
-    "max-delay-interval": _positive_duration,
-    "buffer-path": _string,
-    "buffer-max-age": _duration,
-    "buffer-sync": _buffer_sync,
-    "username": _secret,
-    "password": _secret,
-    "http-user": _secret,
-    "http-pass": _secret,
-    "token": _secret,
-    "ca-file": _ca_file,
-    "api": _api,
-    "org": _optional_string,
-    "bucket": _optional_string,
-    "coalesce": _bool,
-    "coalesce-max-kb": _integer(1),
-}
-
-_HTTP_LISTENER_KEYS = {
-    "name": _name,
-    "bind-addr": _string,  # split into host and port above
-    "ssl-combined-pem": _readable_file,
-    "default-retention-policy": _optional_string,
-    "max-body-size": _byte_size,
-    "read-timeout": _positive_duration,
-    "default-ping-response": _integer(200, 599),
-    "health-timeout-ms": _integer(1),
-    "rate-limit": _rate,
-    "burst-limit": _integer(1),
-    "admin-enabled": _bool,
-    "admin-token": _secret,
-    "output": _outputs(_http_output, "[[http.output]]"),
-}
-
-_FILTER_KEYS = {
-    "name": _name,
-    "tag-expression": _regex,
-    "measurement-expression": _regex,
-    "outputs": _names,
-}
-
-_UDP_OUTPUT_KEYS = {
-    "name": _name,
-    "location": _string,  # split into host and port above
-    "mtu": _integer(64, 65507),
-}
-
-_UDP_LISTENER_KEYS = {
-    "name": _name,
-    "bind-addr": _string,  # split into host and port above
-    "read-buffer": _integer(0),
-    "precision": _precision,
-    "output": _outputs(_udp_output, "[[udp.output]]"),
-}
-
-_TOP_KEYS = {
-    "http": _listeners(_http_listener, "[[http]]"),
-    "udp": _listeners(_udp_listener, "[[udp]]"),
-    "filter": _filters,
-    "shutdown-timeout": _duration,
-}
+def loads(text, path="<string>"):
+    """Parse and validate TOML ``text``; ``path`` names it in error messages."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError("%s: invalid TOML: %s" % (path, e)) from None
+    at = _At(path)
+    values = _read_table(at, doc, Config)
+    if not values.get("http") and not values.get("udp"):
+        raise ConfigError("%s: no [[http]] or [[udp]] listener is configured" % path)
+    if values.get("filter"):
+        values["http"] = _apply_filters(at, values["filter"], values.get("http", ()))
+    _check_buffer_paths(at, values.get("http", ()))
+    return Config(path=path, **values)

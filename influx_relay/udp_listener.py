@@ -5,6 +5,7 @@ import os
 import socket
 import time
 
+import gevent
 from gevent import socket as gsocket
 from gevent.server import DatagramServer
 
@@ -18,22 +19,66 @@ log = logging.getLogger(__name__)
 MAX_DATAGRAM = 65536
 
 
+#: Seconds between two tries to resolve an output's host that did not resolve.
+RESOLVE_EVERY = 10.0
+
+
 class UDPOutput(object):
-    """A UDP destination, resolved once at start."""
+    """A UDP destination, its host resolved at start.
+
+    A host that does not resolve stops nothing: the failure is logged (naming
+    the output and the host), what the output is sent meanwhile is dropped and
+    counted in ``dropped``, and the host is resolved again, in a greenlet of its
+    own and at most every ``RESOLVE_EVERY`` seconds, when there is something to
+    send; the output sends again from the first success.
+    """
 
     def __init__(self, cfg):
         self.cfg = cfg
         self.name = cfg.name
         self.mtu = cfg.mtu
-        family, _, _, _, addr = socket.getaddrinfo(cfg.host, cfg.port, 0, socket.SOCK_DGRAM)[0]
-        self.address = addr
-        self.sock = gsocket.socket(family, socket.SOCK_DGRAM)
+        self.address = self.sock = None
         self.sent = 0
         self.dropped = 0
         self._warn = logs.Throttled(log)
+        self._unresolved = logs.Throttled(log, logging.ERROR, interval=60.0)
+        self._resolver = None  # the greenlet resolving the host again, if one is
+        self._next_try = 0.0
+        self._failed = self._closed = False
+        self._resolve()
 
     def __str__(self):
         return self.name
+
+    def _resolve(self):
+        """Resolve the host once; whether the output can send now."""
+        host, port = self.cfg.host, self.cfg.port
+        try:
+            family, _, _, _, addr = socket.getaddrinfo(host, port, 0, socket.SOCK_DGRAM)[0]
+        except (OSError, UnicodeError) as e:  # socket.gaierror is an OSError
+            self._failed = True
+            self._next_try = time.monotonic() + RESOLVE_EVERY
+            self._unresolved(
+                "udp output %s: cannot resolve host %r: %s; what it is sent is dropped "
+                "(and counted) until it resolves, tried again at most every %gs",
+                self, host, getattr(e, "strerror", None) or e, RESOLVE_EVERY)
+            return False
+        if self._closed:
+            return False
+        self.sock = gsocket.socket(family, socket.SOCK_DGRAM)
+        self.address = addr
+        if self._failed:
+            log.info("udp output %s: host %r resolved to %s: sending again",
+                     self, host, addr[0])
+        return True
+
+    def _try_again(self):
+        if self._resolver is None and not self._closed and time.monotonic() >= self._next_try:
+            self._resolver = gevent.spawn(self._resolve)
+            self._resolver.link(self._resolved)
+
+    def _resolved(self, greenlet):
+        self._resolver = None
 
     def send(self, lines):
         payloads, too_long = lineprotocol.pack(lines, self.mtu)
@@ -41,6 +86,10 @@ class UDPOutput(object):
             self.dropped += too_long
             self._warn("udp output %s: dropped %d line(s) longer than its mtu (%d bytes)",
                        self, too_long, self.mtu)
+        if self.address is None:
+            self.dropped += len(payloads)
+            self._try_again()
+            return
         for payload in payloads:
             try:
                 self.sock.sendto(payload, self.address)
@@ -50,7 +99,11 @@ class UDPOutput(object):
                 self._warn("udp output %s: send failed: %s", self, e)
 
     def close(self):
-        self.sock.close()
+        self._closed = True
+        if self._resolver is not None:
+            self._resolver.kill(block=False)
+        if self.sock is not None:
+            self.sock.close()
 
 
 class UDPListener(DatagramServer):

@@ -111,7 +111,7 @@ class DiskBuffer(object):
         self.path = output.buffer_path
         self.limit = output.buffer_size_mb * 1024 * 1024
         self.segment_size = segment_size or max(1, min(MAX_SEGMENT, self.limit // 4))
-        self.policy = output.buffer_sync if output.buffer_sync in ("write", "os") else "interval"
+        self.policy = output.buffer_sync  # "write", "os" or "interval", parsed by config
         self.interval = output.buffer_sync_interval
 
         self.size = 0  # bytes of the records not yet delivered, on disk

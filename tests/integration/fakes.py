@@ -26,7 +26,7 @@ import gevent
 from gevent.server import DatagramServer, StreamServer
 
 from influx_relay.backend import HTTPBackend
-from influx_relay.config import Endpoints, HTTPOutput
+from influx_relay.config import Endpoints, HTTPOutputConfig
 
 Request = namedtuple("Request", "method path query headers body")
 
@@ -207,7 +207,7 @@ class Scripted(object):
 
     def backend(self, **kwargs):
         port = self.server.address[1]
-        cfg = HTTPOutput(name="b", location="http://127.0.0.1:%d" % port, scheme="http",
+        cfg = HTTPOutputConfig(name="b", location="http://127.0.0.1:%d" % port, scheme="http",
                          host="127.0.0.1", port=port, endpoints=Endpoints(), **kwargs)
         return HTTPBackend(cfg)
 

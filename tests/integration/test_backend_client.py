@@ -10,7 +10,7 @@ import pytest
 from gevent.server import StreamServer
 
 from influx_relay.backend import HTTPBackend
-from influx_relay.config import Endpoints, HTTPOutput
+from influx_relay.config import Endpoints, HTTPOutputConfig
 from influx_relay.errors import BackendError
 
 from .fakes import Scripted, post
@@ -129,7 +129,7 @@ def test_an_ip_address_is_connected_to_without_the_resolver(scripted, monkeypatc
     assert post(s.backend()).status == 204
     assert asked == []
     port = s.server.address[1]
-    named = HTTPBackend(HTTPOutput(name="n", location="http://localhost:%d" % port, scheme="http",
+    named = HTTPBackend(HTTPOutputConfig(name="n", location="http://localhost:%d" % port, scheme="http",
                                    host="localhost", port=port, endpoints=Endpoints()))
     assert post(named).status == 204
     assert asked == ["localhost"]

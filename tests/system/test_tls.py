@@ -244,5 +244,5 @@ def test_sighup_reads_a_certificate_renewed_at_the_same_path(tmp_path):
         combined.write_bytes(b"not a certificate\n")
         relay.proc.send_signal(signal.SIGHUP)
         wait_until(lambda: "reload rejected" in relay.stderr(), 10, what="the rejection")
-        assert "cannot load ssl-combined-pem" in relay.stderr()
+        assert "is not a certificate and its private key in PEM" in relay.stderr()
         assert "renewed-cert" in _served_subject(port)

@@ -1,7 +1,6 @@
 """Config keys of the veepee-parity endpoints, filters and per-output credentials:
 defaults, validation and the exact errors a user sees."""
 
-import re
 import subprocess
 
 import pytest
@@ -70,17 +69,17 @@ def test_secrets_are_not_in_reprs():
         (http_config(listener='default-ping-response = "204"'),
          'http[0].default-ping-response: "204" must be an integer'),
         (http_config(listener="health-timeout-ms = 0"),
-         "http[0].health-timeout-ms: 0 must be at least 1"),
+         "http[0].health-timeout-ms: 0 must be between 1 and 9223369200000"),
         (http_config(listener='health-timeout-ms = "10s"'),
          'http[0].health-timeout-ms: "10s" must be an integer'),
         (http_config(listener="rate-limit = -1"),
-         "http[0].rate-limit: -1 must be a number of requests per second, 0 or more"),
+         "http[0].rate-limit: -1 must be a number of requests per second between 0 and 9007199254740992"),
         (http_config(listener="rate-limit = nan"),
-         "http[0].rate-limit: nan must be a number of requests per second, 0 or more"),
+         "http[0].rate-limit: nan must be a number of requests per second between 0 and 9007199254740992"),
         (http_config(listener='rate-limit = "10"'), 'http[0].rate-limit: "10" must be a number'),
         (http_config(listener="rate-limit = true"), "http[0].rate-limit: true must be a number"),
         (http_config(listener="rate-limit = 5\nburst-limit = 0"),
-         "http[0].burst-limit: 0 must be at least 1"),
+         "http[0].burst-limit: 0 must be between 1 and 9007199254740992"),
         (http_config(listener="rate-limit = 5\nburst-limit = 1.5"),
          "http[0].burst-limit: 1.5 must be an integer"),
         (http_config(listener="burst-limit = 5"),
@@ -238,13 +237,6 @@ def test_a_filter_needs_an_http_listener():
 
 # ---------------------------------------------------------------------------
 # sample.toml
-
-def test_sample_documents_the_new_keys():
-    text = SAMPLE.read_text()
-    documented = set(re.findall(r"^#? ?(?:# )?([a-z][a-z-]*) = ", text, re.M))
-    assert set(config._FILTER_KEYS) - documented == set()
-    assert "[[filter]]" in text and "filter = [" in text
-
 
 def test_sample_commented_filter_loads():
     lines = SAMPLE.read_text().splitlines()

@@ -19,7 +19,7 @@ import pytest
 from influx_relay.buffer import DONE, PENDING, READY, BufferFull, Entry
 from influx_relay.buffer import disk
 from influx_relay.buffer.disk import DiskBuffer
-from influx_relay.config import Endpoints, HTTPOutput
+from influx_relay.config import Endpoints, HTTPOutputConfig
 from influx_relay.errors import RelayError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,7 +34,7 @@ def output(tmp_path, **kw):
         buffer_size_mb=64, buffer_sync="os",
     )
     values.update(kw)
-    return HTTPOutput(**values)
+    return HTTPOutputConfig(**values)
 
 
 def line(i, size=0):
@@ -441,7 +441,7 @@ def test_interval_sync_fsyncs_and_leaves_no_greenlet_behind(tmp_path, monkeypatc
     real_fsync = os.fsync
     monkeypatch.setattr(os, "fsync", lambda fd: calls.append(fd) or real_fsync(fd))
     before = _live_greenlets()
-    buf = DiskBuffer(output(tmp_path, buffer_sync="10ms", buffer_sync_interval=0.01))
+    buf = DiskBuffer(output(tmp_path, buffer_sync="interval", buffer_sync_interval=0.01))
     stop = buf._stop = _CountedEvent()
     buf.append([Entry(KEY, line(0))])
     buf.sync()  # not this policy's job
@@ -501,10 +501,10 @@ CHILD = r"""
 import os, random, sys
 from influx_relay.buffer import Entry
 from influx_relay.buffer.disk import DiskBuffer
-from influx_relay.config import Endpoints, HTTPOutput
+from influx_relay.config import Endpoints, HTTPOutputConfig
 
 path, policy, n, seed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-cfg = HTTPOutput(name="influx-a", location="http://h:1", scheme="http", host="h", port=1,
+cfg = HTTPOutputConfig(name="influx-a", location="http://h:1", scheme="http", host="h", port=1,
                  endpoints=Endpoints(), buffer_path=path, buffer_size_mb=256,
                  buffer_sync=policy, buffer_sync_interval=0.005)
 buf = DiskBuffer(cfg, segment_size=64 * 1024)
@@ -556,7 +556,7 @@ def _run_and_kill(path, policy, seed, start, rnd):
     return appended, removed
 
 
-@pytest.mark.parametrize("policy", ["os", "write", "5ms"])
+@pytest.mark.parametrize("policy", ["os", "write", "interval"])
 def test_sigkill_loses_nothing_that_was_appended(tmp_path, policy):
     seed = random.randrange(10 ** 9)  # in the assertion messages, to replay a failure
     rnd = random.Random(seed)

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import pytest
 
 from influx_relay import lineprotocol
-from influx_relay.config import Filter
+from influx_relay.config import FilterConfig
 from influx_relay.filters import Router
 
 
@@ -39,7 +39,7 @@ def output(name, *filters):
 
 
 def flt(measurement=None, tag=None):
-    return Filter(
+    return FilterConfig(
         name="f", outputs=("x",),
         measurement_expression=re.compile(measurement) if measurement else None,
         tag_expression=re.compile(tag) if tag else None,
