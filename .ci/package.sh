@@ -173,6 +173,8 @@ dpkg-deb --fsys-tarfile "$DEB" | tar -xOf - ./etc/init.d/influxdb-relay |
 	cmp -s - "$PRISTINE/packaging/influxdb-relay.init" || fail ".deb's init script is not packaging/'s"
 dpkg-deb --ctrl-tarfile "$DEB" | tar -xOf - ./conffiles | grep -qx /etc/influxdb-relay/influxdb-relay.conf ||
 	fail "the config is not a conffile"
+dpkg-deb --fsys-tarfile "$DEB" | tar -xOf - ./etc/influxdb-relay/influxdb-relay.conf |
+	grep -qx 'state-dir = "/var/lib/influxdb-relay"' || fail "the packaged config keeps no gap ledger"
 for dep in python3-gevent python3-urllib3 python3-click adduser; do
 	dpkg-deb -f "$DEB" Depends | grep -qw "$dep" || fail ".deb does not depend on $dep"
 done

@@ -270,6 +270,25 @@ def _precision(at, value):
     return value
 
 
+def _choice(*choices):
+    """A validator for one of ``choices`` (strings)."""
+    def check(at, value):
+        if _string(at, value) not in choices:
+            raise at.error("%s is not one of %s" % (_show(value), ", ".join(
+                json.dumps(c) for c in choices)))
+        return value
+    return check
+
+
+def _output_names(at, value):
+    """An array of output names, maybe empty (checked against the listener's outputs)."""
+    if not isinstance(value, list):
+        raise _wrong_type(at, value, 'an array of output names (e.g. ["b", "a"])')
+    for i, name in enumerate(value):
+        _name(at.index(i), name)
+    return tuple(value)
+
+
 def _api(at, value):
     if _string(at, value) not in APIS:
         raise at.error('%s is not an API (one of "v1", "v2")' % _show(value))
@@ -451,20 +470,29 @@ def _buffer_sync(at, value):
 
 
 def _buffer_path(at, value):
-    """A directory the disk buffer can use: if it exists, a directory whose
-    lock and cursor files we may read and write; if not, one that can be made
-    (its nearest existing parent is a directory we may write). Checked with
-    stat and access only, nothing made or locked: ``check`` runs while the
-    relay holds the buffer (before a reload), maybe as another user."""
+    """A directory the disk buffer can use (see :func:`_directory`)."""
+    return _directory(at, value, ("lock", "cursor"))
+
+
+def _state_dir(at, value):
+    """A directory the gap ledger can use (see :func:`_directory`)."""
+    return _directory(at, value, ("ledger.json", "ledger.journal"))
+
+
+def _directory(at, value, files):
+    """A directory the relay can use: if it exists, a directory whose ``files``
+    we may read and write; if not, one that can be made (its nearest existing
+    parent is a directory we may write). Checked with stat and access only,
+    nothing made or locked: ``check`` runs while the relay holds the directory
+    (before a reload), maybe as another user."""
     if not _string(at, value):
         raise at.error("must not be empty")
     path = os.path.abspath(value)
     if os.path.exists(path):
         if not os.path.isdir(path):
             raise at.error("%s exists and is not a directory" % _show(value))
-        for name, mode in ((path, os.R_OK | os.W_OK | os.X_OK),
-                           (os.path.join(path, "lock"), os.R_OK | os.W_OK),
-                           (os.path.join(path, "cursor"), os.R_OK | os.W_OK)):
+        for name, mode in [(path, os.R_OK | os.W_OK | os.X_OK)] + [
+                (os.path.join(path, f), os.R_OK | os.W_OK) for f in files]:
             if os.path.exists(name) and not os.access(name, mode):
                 raise at.error("%s cannot be used: no permission to read and write %s"
                                % (_show(value), name))
@@ -705,6 +733,11 @@ class HTTPOutputConfig:
         "Fewer, larger requests: with real InfluxDB backends (which pay per request) "
         "small writes went 20-50% faster; against near-free backends it saves the "
         "relay no time (README, Performance). Off by default."))
+    max_in_flight_mb: int = setting(_integer(1, MAX_BYTES // 1024 ** 2), 32, doc=(
+        "Bytes of writes (in MB) in flight to this backend at once, and with them "
+        "4 x pool-size requests: past either, a write is not sent to it but counts as "
+        "failed for it (buffered if it has a buffer, else missed), so a backend that "
+        "accepts connections and never answers cannot take the relay's memory."))
     coalesce_max_kb: int = setting(_integer(1, MAX_BYTES // 1024), 1024, doc=(
         "Largest merged request, in KB."))
 
@@ -836,6 +869,27 @@ class HTTPListenerConfig:
     admin_token: Optional[str] = setting(_secret, None, repr=False, doc=(
         "With admin-enabled: /admin and /admin/flush require the header "
         '"Authorization: Bearer <admin-token>" (default: no token required).'))
+    repair: str = setting(_choice("off", "auto"), "off", doc=(
+        'With "auto", the relay copies back by itself what an output missed (the gap '
+        "ledger), from a peer output that has it, once that output is up and its backlog "
+        'is delivered. "off": only when asked (POST /admin/repair, influx-relay repair).'))
+    repair_rate_limit: float = setting(_rate, 20000, doc=(
+        "Points per second a repair copies at most (both automatic and asked for), so "
+        "that queries on the peer it reads from are not starved (0: no limit)."))
+    health_cache_ms: int = setting(_integer(0, int(MAX_DURATION * 1000)), 1000, doc=(
+        "GET /health/<output> reuses a ping answer this recent, in ms, so that a load "
+        "balancer checking every second does not double the ping traffic."))
+    query_enabled: bool = setting(_bool, False, doc=(
+        "Serve GET|POST /query (and /api/v2/query, /api/v1/prom/read): each query goes "
+        "to one ready output (up, no backlog, no gap), so a dashboard never reads a "
+        "replica that lags. Statements that change data or schema are refused (use "
+        "/admin)."))
+    query_order: Tuple[str, ...] = setting(_output_names, [], doc=(
+        "The outputs queries try first, in order (default: the order of the outputs); "
+        "outputs not named come after, in their order."))
+    query_fallback: str = setting(_choice("least-lagging", "refuse"), "least-lagging", doc=(
+        'When no output is ready: "least-lagging" asks the up output with the smallest '
+        'backlog and gap, and says so in X-Relay-Stale; "refuse" answers 503.'))
 
 
 def _http_listener(at, table):
@@ -849,6 +903,11 @@ def _http_listener(at, table):
     values.setdefault("burst_limit", max(1, math.ceil(rate)))
     if values.get("admin_token") and not values.get("admin_enabled"):
         raise at.key("admin-token").error("is set but admin-enabled is not true")
+    names = [o.name for o in values["outputs"]]
+    for i, name in enumerate(values.get("query_order", ())):
+        if name not in names:
+            raise at.key("query-order").index(i).error(
+                "%s is not an output of this listener (%s)" % (_show(name), _hint(name, names)))
     return HTTPListenerConfig(**values)
 
 
@@ -960,6 +1019,11 @@ class Config:
         "How long a stopping relay (SIGTERM, SIGINT) waits for requests in flight, "
         "then again for memory retry buffers to drain; what is still buffered in "
         "memory after that is lost, and logged with its point count."))
+    state_dir: Optional[str] = setting(_state_dir, None, doc=(
+        "A directory for what the relay remembers across restarts: the gap ledger "
+        "(which points each output missed, to be repaired from a peer). Default: none, "
+        "and the ledger is kept in memory only, lost at a restart. The packages set "
+        "/var/lib/influxdb-relay."))
 
 
 # ---------------------------------------------------------------------------

@@ -23,6 +23,7 @@ cleared when the buffer drains. After a crash, an exposure that was never
 cleared becomes a gap (reason "crash"): wider than needed, never missing.
 """
 
+import fcntl
 import json
 import logging
 import os
@@ -34,7 +35,7 @@ from urllib.parse import parse_qs
 import gevent
 
 from . import apiv2, lineprotocol
-from .errors import LineProtocolError
+from .errors import LineProtocolError, RelayError
 
 log = logging.getLogger(__name__)
 
@@ -136,8 +137,13 @@ class Ledger(object):
         self._lines = 0
         self._dirty = False
         self._flusher = None
+        self._lock = None
         if state_dir:
-            self._open()
+            try:
+                self._open()
+            except OSError as e:
+                self._release()
+                raise RelayError("state-dir %s: cannot use it: %s" % (state_dir, e.strerror or e))
 
     # -- what is missed ------------------------------------------------------------
 
@@ -233,6 +239,12 @@ class Ledger(object):
 
     def _open(self):
         os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+        self._lock = os.open(self._file("lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._release()
+            raise RelayError("state-dir %s is in use by another relay process" % self.state_dir)
         exposed = {}
         try:
             with open(self._file("ledger.json"), "rb") as f:
@@ -361,6 +373,12 @@ class Ledger(object):
             self._snapshot()
             os.close(self._journal)
             self._journal = None
+        self._release()
+
+    def _release(self):
+        if self._lock is not None:
+            os.close(self._lock)  # and with it the flock
+            self._lock = None
 
 
 # -- what a write covers -------------------------------------------------------------

@@ -166,6 +166,10 @@ class RelayCollector(object):
             "rejected by the backend on retry, older than buffer-max-age, flushed by an admin, "
             "missed (failed, and no retry buffer).",
             labels=labels + ["reason"])
+        gaps = GaugeMetricFamily(
+            PREFIX + "gap_points",
+            "Points of writes another output stored that this one misses (the gap ledger), "
+            "until a repair copies them.", labels=labels)
         in_flight = GaugeMetricFamily(
             PREFIX + "output_in_flight_bytes",
             "Bytes of write bodies being sent to the backend right now (bounded per output).",
@@ -212,6 +216,7 @@ class RelayCollector(object):
                 for reason in DROP_REASONS:
                     drops.add_metric(key + [reason], c.dropped[reason])
                 in_flight.add_metric(key, output.in_flight_bytes)
+                gaps.add_metric(key, output.ledger.points(output.who))
                 status = output.status()
                 buffering.add_metric(key, 1 if status.get("backlog") else 0)
                 if status.get("buffer", True) is not None:
@@ -225,7 +230,7 @@ class RelayCollector(object):
                     coalesced.add_metric(key + ["split"], merged.split)
                     coalesced_writes.add_metric(key, merged.writes)
         return [writes, latency, retries, drops, up, buffering, buffered_bytes,
-                buffered_writes, oldest, limit, in_flight, coalesced, coalesced_writes]
+                buffered_writes, oldest, limit, in_flight, gaps, coalesced, coalesced_writes]
 
     def _udp(self):
         received = CounterMetricFamily(

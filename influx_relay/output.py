@@ -48,12 +48,12 @@ RETRY_RESULTS = (OK, REJECTED, FAILED)
 #: admin flushed it; or the output has no buffer and its backend failed it.
 DROP_REASONS = ("full", "rejected", "expired", "flushed", "missed")
 
-#: Bytes of write bodies, and requests, in flight to one backend at once. Past
-#: either, a write is not sent to it: it counts as failed for that backend
-#: (buffered if the output has a buffer, else missed), so a backend that
-#: accepts connections and never answers cannot hold the relay's memory and
-#: file descriptors. One write larger than the limit still goes, alone.
-MAX_IN_FLIGHT_BYTES = 32 * 1024 * 1024
+#: Requests in flight to one backend at once, per pool-size; with
+#: max-in-flight-mb bytes, the bound past which a write is not sent to it: it
+#: counts as failed for that backend (buffered if the output has a buffer, else
+#: missed), so a backend that accepts connections and never answers cannot
+#: hold the relay's memory and file descriptors. One write larger than the
+#: limit still goes, alone.
 MAX_IN_FLIGHT_REQUESTS_PER_POOL_SLOT = 4
 
 
@@ -124,7 +124,7 @@ class Output(object):
             self._drained.set()
         self._loop = None
         self._failures = 0
-        self.max_in_flight_bytes = MAX_IN_FLIGHT_BYTES
+        self.max_in_flight_bytes = cfg.max_in_flight_mb * 1024 * 1024
         self.max_in_flight_requests = MAX_IN_FLIGHT_REQUESTS_PER_POOL_SLOT * cfg.pool_size
         self.in_flight_bytes = 0
         self.in_flight_requests = 0
@@ -457,10 +457,21 @@ class Output(object):
 
     # -- operations ----------------------------------------------------------
 
+    @property
+    def state(self):
+        """In a word: "down" (its last write failed), "replaying" (its backlog is
+        being delivered) or "ok"."""
+        if not self.counters.up:
+            return "down"
+        if self.buffer:
+            return "replaying"
+        return "ok"
+
     def status(self):
         """What /status shows of this output."""
         counters = self.counters
-        out = {"backlog": bool(self.buffer), "direct": self.direct, "up": counters.up}
+        out = {"state": self.state, "backlog": bool(self.buffer), "direct": self.direct,
+               "up": counters.up, "gaps": self.ledger.status(self.who)}
         stats = self.coalesce_stats
         if stats is not None:
             out.update({"coalesced_requests": stats.requests, "coalesced_writes": stats.writes,

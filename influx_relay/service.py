@@ -26,6 +26,7 @@ from . import config as config_mod, logs, systemd
 from .errors import RelayError
 from .fanout import Fanout
 from .http_listener import HTTPListener, ListenerStats, WriteApp, tls_context
+from .ledger import Ledger
 from .metrics import Metrics
 from .output import Output
 from .udp_listener import UDPListener, UDPOutput
@@ -38,6 +39,7 @@ class Relay(object):
 
     def __init__(self, config):
         self.config = config
+        self.ledger = Ledger(config.state_dir)
         self.metrics = Metrics(lambda: self.listeners)
         self.http = []
         self.udp = []
@@ -46,7 +48,7 @@ class Relay(object):
         self._lock = Semaphore()  # one reload at a time, and none during stop
         self._retiring = []       # greenlets stopping what a reload replaced
         for cfg in config.http:
-            self.http.append(HTTPListener(self._app(cfg, _outputs(cfg))))
+            self.http.append(HTTPListener(self._app(cfg, _outputs(cfg, self.ledger))))
         for cfg in config.udp:
             self.udp.append(UDPListener(cfg))
 
@@ -91,6 +93,7 @@ class Relay(object):
         gevent.joinall([gevent.spawn(listener.stop, timeout) for listener in self.listeners])
         gevent.joinall([gevent.spawn(listener.app.fanout.close, timeout) for listener in self.http])
         gevent.joinall(self._retiring, timeout=timeout)
+        self.ledger.close()
         log.info("stopped")
         self._stopped.set()
 
@@ -156,7 +159,7 @@ class Relay(object):
         if old is not None and old.cfg == cfg:
             steps.append(Keep(old))
             return steps
-        outputs, reused = _outputs_reusing(cfg, old.outputs if old is not None else ())
+        outputs, reused = _outputs_reusing(cfg, old.outputs if old is not None else (), self.ledger)
         made = [o for o in outputs if o not in reused]
         retired = [o for o in old.outputs if o not in reused] if old is not None else []
         try:
@@ -463,7 +466,7 @@ def _buffered(listener_cfg, output_cfg):
         output_cfg.buffer_path or output_cfg.buffer_size_mb > 0)
 
 
-def _outputs_reusing(cfg, old_outputs):
+def _outputs_reusing(cfg, old_outputs, ledger):
     """The outputs of [[http]] ``cfg``: an old :class:`Output` whose config (and
     whether it buffers) is unchanged is kept, with its pool and buffer.
     Returns (outputs, the kept ones)."""
@@ -475,18 +478,20 @@ def _outputs_reusing(cfg, old_outputs):
     for output in old.values():
         if output.has_buffer and output.cfg.buffer_path in paths:
             output.close(0)
-    new = _outputs(cfg, only=[i for i, kept in enumerate(reused) if kept is None])
+    new = _outputs(cfg, ledger, only=[i for i, kept in enumerate(reused) if kept is None])
     outputs = [kept if kept is not None else new.pop(0) for kept in reused]
     return outputs, [o for o in reused if o is not None]
 
 
-def _outputs(cfg, only=None):
-    """The outputs of one [[http]] section (or those at the ``only`` indexes)."""
+def _outputs(cfg, ledger, only=None):
+    """The outputs of one [[http]] section (or those at the ``only`` indexes),
+    recording their gaps in ``ledger``."""
     outputs = []
     try:
         for i, o in enumerate(cfg.outputs):
             if only is None or i in only:
-                outputs.append(Output.from_config(o, buffered=_buffered(cfg, o)))
+                outputs.append(Output.from_config(o, buffered=_buffered(cfg, o), ledger=ledger,
+                                                  listener=cfg.name))
     except BaseException:
         for output in outputs:
             output.close(0)

@@ -1,6 +1,7 @@
 """The gap ledger: ranges that merge and shrink, what survives a restart or a
 crash, and the time range of a write as the relay sent it."""
 
+import os
 import struct
 
 import cramjam
@@ -8,10 +9,19 @@ import pytest
 
 from influx_relay import ledger as ledger_mod
 from influx_relay.config import Endpoints
+from influx_relay.errors import RelayError
 from influx_relay.ledger import Ledger, extent
 
 S = 10 ** 9
 WHO = ("main", "b")
+
+
+def killed(led):
+    """As SIGKILL leaves it: no snapshot, no fsync; the files as they are."""
+    led._flusher.kill()
+    os.close(led._journal)
+    led._journal = None
+    led._release()
 
 
 def spans(led, who=WHO):
@@ -77,6 +87,7 @@ def test_a_killed_relay_loses_no_gap_and_a_torn_last_line_is_skipped(tmp_path):
     led.record(WHO, "db", "", 10 * S, 20 * S, 3, "full")
     # SIGKILL: no close(), no snapshot; the journal is in the page cache. And a
     # last line torn by a power cut.
+    killed(led)
     with open(tmp_path / "ledger.journal", "ab") as f:
         f.write(b'{"add":[["main","b"],"db","",5')
     again = Ledger(str(tmp_path))
@@ -91,7 +102,7 @@ def test_what_a_memory_buffer_held_at_a_crash_becomes_a_gap(tmp_path):
     lines = (tmp_path / "ledger.journal").read_bytes().splitlines()
     assert len(lines) == 1
     led.expose(WHO, "db", "", 50 * S, 51 * S, 1)    # earlier: the window widens
-    # killed here, the buffer never drained
+    killed(led)  # with the buffer never drained
     again = Ledger(str(tmp_path))
     (r,) = again.ranges(WHO)
     assert r.start == 50 * S and r.end >= 102 * S and r.reasons == {"crash": 1}
@@ -100,8 +111,17 @@ def test_what_a_memory_buffer_held_at_a_crash_becomes_a_gap(tmp_path):
     led = Ledger(str(tmp_path / "other"))
     led.expose(WHO, "db", "", 100 * S, 100 * S, 1)
     led.covered(WHO)
+    killed(led)
     again = Ledger(str(tmp_path / "other"))
     assert again.ranges(WHO) == []
+
+
+def test_one_relay_per_state_dir(tmp_path):
+    led = Ledger(str(tmp_path))
+    with pytest.raises(RelayError, match="in use by another relay process"):
+        Ledger(str(tmp_path))
+    led.close()
+    Ledger(str(tmp_path)).close()  # free again once closed
 
 
 def test_forget_drops_an_outputs_gaps(tmp_path):
