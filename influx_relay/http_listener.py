@@ -114,7 +114,10 @@ class WriteApp(object):
         return self.fanout.outputs
 
     def __call__(self, request: Request) -> Response:
-        handler = self.routes.get(request.path)
+        path = request.path
+        handler = self.routes.get(path)
+        if handler is None and path.startswith("/health/"):
+            handler, path = self.output_health, "/health/<output>"
         charge = 0
         try:
             if handler is None:
@@ -128,7 +131,7 @@ class WriteApp(object):
         finally:
             if charge:
                 self.budget.give(charge)
-        key = (request.path if handler is not None else "other", str(response.status))
+        key = (path if handler is not None else "other", str(response.status))
         requests = self.stats.requests
         requests[key] = requests.get(key, 0) + 1
         return response
@@ -150,6 +153,20 @@ class WriteApp(object):
             return _not_allowed("GET, HEAD", request.method)
         status, report = admin.health(self.fanout.outputs, self.cfg.health_timeout_ms / 1000.0)
         return json_response(status, report)
+
+    def output_health(self, request):
+        """``/health/<output>``: 200 ``{"status": "ready"}`` when that output's
+        backend may serve reads (answers its ping, no backlog, no gap), else 503
+        with why: for a load balancer sending /query only to complete replicas."""
+        if request.method not in ("GET", "HEAD"):
+            return _not_allowed("GET, HEAD", request.method)
+        name = request.path[len("/health/"):]
+        output = next((o for o in self.fanout.outputs if o.name == name), None)
+        if output is None:
+            raise RequestError(404, "no output named %s" % name[:100])
+        ready = output.readiness(self.cfg.health_cache_ms / 1000.0,
+                                 self.cfg.health_timeout_ms / 1000.0)
+        return json_response(200 if ready.status == "ready" else 503, ready.as_dict())
 
     # -- rate limit and admin switch ---------------------------------------
 

@@ -74,6 +74,25 @@ class Sent(NamedTuple):
         return "HTTP %d: %s" % (self.response.status, snippet(self.response.body))
 
 
+class Readiness(NamedTuple):
+    """Whether an output's backend may serve reads (``status`` "ready"), and if
+    not why: "down" (it does not answer its ping), "lagging" (writes wait in
+    its buffer), "gap" (it misses points another output holds)."""
+
+    status: str
+    backlog_bytes: int
+    oldest_s: float
+    gap_points: int
+    reason: str
+
+    def as_dict(self):
+        out = {"status": self.status}
+        if self.status != "ready":
+            out.update(backlog_bytes=self.backlog_bytes, oldest_s=self.oldest_s,
+                       gap_points=self.gap_points, reason=self.reason)
+        return out
+
+
 class OutputCounters(object):
     """Everything counted about one output, read by /status and /metrics; bumped
     once per write or retried batch, never per point."""
@@ -129,6 +148,8 @@ class Output(object):
         self.in_flight_bytes = 0
         self.in_flight_requests = 0
         self._warn_in_flight = logs.Throttled(log)
+        self._ping = (0.0, False, "")  # (when, ok, text) of the last ping
+        self._pinging = None  # an Event while a ping runs: others wait for it
         self._warn_missed = logs.Throttled(log, logging.ERROR)
 
     @classmethod
@@ -258,6 +279,44 @@ class Output(object):
         if r.status >= 300:
             return False, "KO. HTTP %d from %s" % (r.status, endpoint)
         return True, "OK. Time taken %dms" % round((time.monotonic() - start) * 1000)
+
+    def cached_ping(self, max_age: float, timeout: float) -> Tuple[bool, str]:
+        """:meth:`ping`, or its answer if no older than ``max_age`` seconds;
+        callers that come while one runs share it."""
+        when, ok, text = self._ping
+        if time.monotonic() - when <= max_age:
+            return ok, text
+        if self._pinging is not None:
+            self._pinging.wait(timeout)
+            return self._ping[1:]
+        self._pinging = Event()
+        try:
+            ok, text = self.ping(timeout)
+            self._ping = (time.monotonic(), ok, text)
+        finally:
+            self._pinging.set()
+            self._pinging = None
+        return ok, text
+
+    def readiness(self, max_age: float = 1.0, timeout: Optional[float] = None) -> Readiness:
+        """Whether this output's backend may serve reads now (see
+        :class:`Readiness`): it answers its ping (cached ``max_age`` seconds),
+        holds no backlog, and misses no point another output holds."""
+        ok, text = self.cached_ping(max_age, timeout or self.cfg.timeout)
+        buffer = self.buffer
+        backlog = buffer.size if buffer else 0
+        oldest = buffer.oldest() if buffer else None
+        oldest_s = round(time.time() - oldest, 3) if oldest else 0.0
+        gap = self.ledger.points(self.who)
+        if not ok:
+            return Readiness("down", backlog, oldest_s, gap, text[4:] if text[:4] == "KO. " else text)
+        if buffer:
+            return Readiness("lagging", backlog, oldest_s, gap, "%d write(s), %d bytes, wait in "
+                             "its retry buffer" % (len(buffer), backlog))
+        if gap:
+            return Readiness("gap", 0, 0.0, gap, "it misses %d point(s) another output holds "
+                             "(the gap ledger), until a repair copies them" % gap)
+        return Readiness("ready", 0, 0.0, 0, "")
 
     def open_query(self, method: str, query_string: str, body: bytes = b"",
                    headers: Optional[Dict[str, str]] = None, endpoint: Optional[str] = None,
