@@ -55,6 +55,49 @@ DROP_REASONS = ("full", "rejected", "expired", "flushed", "missed")
 #: hold the relay's memory and file descriptors. One write larger than the
 #: limit still goes, alone.
 MAX_IN_FLIGHT_REQUESTS_PER_POOL_SLOT = 4
+#: Seconds between two progress lines of a backlog being replayed.
+REPLAY_LOG_EVERY = 10.0
+
+
+class Replay(object):
+    """A backlog being delivered: how far it is, how fast, how long to go."""
+
+    __slots__ = ("started", "bytes", "points", "writes", "logged")
+
+    def __init__(self):
+        self.started = self.logged = time.monotonic()
+        self.bytes = self.points = self.writes = 0
+
+    def figures(self, left):
+        """``(percent, points/s, seconds left or None)`` with ``left`` bytes to go."""
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        done = self.bytes
+        percent = 100.0 * done / (done + left) if done + left else 100.0
+        eta = left / (done / elapsed) if done else None
+        return percent, self.points / elapsed, eta
+
+    def as_dict(self, left):
+        percent, rate, eta = self.figures(left)
+        return {"percent": round(percent, 1), "delivered_bytes": self.bytes,
+                "delivered_points": self.points, "backlog_bytes": left,
+                "points_per_s": round(rate), "eta_s": round(eta) if eta is not None else None,
+                "running_s": round(time.monotonic() - self.started, 1)}
+
+
+def _size(n):
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return "%d %s" % (n, unit) if unit == "bytes" else "%.1f %s" % (n, unit)
+        n /= 1024.0
+
+
+def _duration(seconds):
+    seconds = int(seconds)
+    if seconds < 120:
+        return "%ds" % seconds
+    if seconds < 7200:
+        return "%dm" % (seconds // 60)
+    return "%dh%02dm" % (seconds // 3600, seconds % 3600 // 60)
 
 
 class Sent(NamedTuple):
@@ -143,6 +186,7 @@ class Output(object):
             self._drained.set()
         self._loop = None
         self._failures = 0
+        self.replay = None  # a Replay while a backlog is being delivered
         self.max_in_flight_bytes = cfg.max_in_flight_mb * 1024 * 1024
         self.max_in_flight_requests = MAX_IN_FLIGHT_REQUESTS_PER_POOL_SLOT * cfg.pool_size
         self.in_flight_bytes = 0
@@ -443,6 +487,7 @@ class Output(object):
             head = buffer.head()
             if head is None:
                 self._drained.set()
+                self.replay = None
                 if not buffer.durable:
                     self.ledger.covered(self.who)
                 self._wake.clear()
@@ -474,8 +519,7 @@ class Output(object):
             counters.replayed_bytes += len(body)
             counters.replayed_batches += 1
             self._failures = 0
-            if not buffer:
-                log.info("output %s: backlog delivered; writing directly again", self)
+            self._replayed(endpoint, body, len(batch))
             return
         if not retryable(response.status):
             counters.retries[REJECTED] += 1
@@ -489,6 +533,31 @@ class Output(object):
             )
             return
         self._failed("HTTP %d" % response.status, len(batch))
+
+    def _replayed(self, endpoint, body, writes):
+        """A batch of the backlog was delivered: progress, in the log every
+        REPLAY_LOG_EVERY seconds while it lasts, and once when it is done."""
+        replay = self.replay
+        if replay is None:
+            replay = self.replay = Replay()
+        replay.bytes += len(body)
+        replay.writes += writes
+        replay.points += writes if endpoint == self.cfg.endpoints.write_prom \
+            else body.count(b"\n") + 1
+        left = self.buffer.size
+        now = time.monotonic()
+        if not self.buffer:
+            self.replay = None
+            elapsed = now - replay.started
+            log.info("output %s: backlog delivered (%d write(s), %d point(s), %s in %s, %d "
+                     "points/s); writing directly again", self, replay.writes, replay.points,
+                     _size(replay.bytes), _duration(elapsed), replay.points / max(elapsed, 1e-6))
+        elif now - replay.logged >= REPLAY_LOG_EVERY:
+            replay.logged = now
+            percent, rate, eta = replay.figures(left)
+            log.info("output %s: replaying its backlog: %.0f%% delivered (%s, %s to go), %d "
+                     "points/s, %s left", self, percent, _size(replay.bytes), _size(left), rate,
+                     "about " + _duration(eta) if eta is not None else "unknown time")
 
     def _failed(self, reason, n):
         self._failures += 1
@@ -548,6 +617,7 @@ class Output(object):
             "retries": counters.retries[FAILED],
             "replayed_bytes": counters.replayed_bytes,
             "replayed_batches": counters.replayed_batches,
+            "replay": self.replay.as_dict(self.buffer.size) if self.replay else None,
         })
         out.update({"dropped_" + reason: n for reason, n in counters.dropped.items()})
         return out

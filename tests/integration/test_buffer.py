@@ -258,3 +258,30 @@ def test_a_backlog_replayed_from_disk_does_not_stall_the_relay(relay, backends, 
     assert r.write(point(3)).status == 204
     assert gevent.get_hub().loop.now() - started < 0.5
     assert eventually(lambda: a.lines == [point(i) for i in range(4)])
+
+
+def test_a_backlog_being_replayed_says_how_far_it_is(relay, backends, caplog, monkeypatch):
+    """In the log at a steady pace and in /status: percent, points/s, time left."""
+    from influx_relay import output as output_mod
+
+    monkeypatch.setattr(output_mod, "REPLAY_LOG_EVERY", 0.0)
+    caplog.set_level(logging.INFO, logger="influx_relay.output")
+    a, b = backends(), backends()
+    b.stop()
+    r = relay(buffered(a, b, size_mb=1))
+    for i in range(6):  # 40 lines each: one write per batch (max-batch-kb = 1)
+        assert r.write(b"\n".join(point(i * 40 + j) for j in range(40))).status == 204
+    eventually(lambda: status(r)["b1"]["buffered_writes"] == 6)
+    assert status(r)["b1"]["replay"] is None
+    b.mode = ("slow", 0.3, 204)
+    b.start()
+    replay = eventually(lambda: status(r)["b1"]["replay"])
+    assert 0 < replay["percent"] < 100
+    assert replay["delivered_points"] >= 1 and replay["backlog_bytes"] > 0
+    assert replay["points_per_s"] > 0 and replay["eta_s"] is not None
+    eventually(lambda: not status(r)["b1"]["backlog"], timeout=10)
+    assert status(r)["b1"]["replay"] is None
+    progress = [m for m in caplog.messages if "replaying its backlog" in m]
+    assert progress and "% delivered" in progress[0] and "points/s" in progress[0]
+    done = [m for m in caplog.messages if "backlog delivered (6 write(s), 240 point(s)" in m]
+    assert len(done) == 1, caplog.messages
