@@ -1,10 +1,11 @@
-"""The command line: ``influx-relay run|check --config PATH``.
+"""The command line: ``influx-relay run|check|status|gaps|repair --config PATH``.
 
 The Go relay's flags (``influxdb-relay -config PATH -v``, ``-version``) work
 too, so that an existing unit file or init script keeps working.
 """
 
 import sys
+import time
 
 import click
 
@@ -77,6 +78,67 @@ def check(config_path, quiet):
         )
         for o in listener.outputs:
             click.echo("  -> %s: %s (mtu %d)" % (o.name, o.location, o.mtu))
+
+
+_listener_option = click.option(
+    "--listener", "-l", metavar="NAME",
+    help="The [[http]] listener to ask (default: the config's first).")
+
+
+def _client(config_path, listener):
+    from . import control
+
+    cfg = _load(config_path)
+    try:
+        return control.RelayClient(cfg, listener)
+    except RelayError as e:
+        click.echo("influx-relay: %s" % e, err=True)
+        sys.exit(2)
+
+
+def _ask(call):
+    """``call()``, or the one line of what went wrong, exit status 1."""
+    try:
+        return call()
+    except RelayError as e:
+        click.echo("influx-relay: %s" % e, err=True)
+        sys.exit(1)
+
+
+@cli.command()
+@_config_option
+@_listener_option
+@click.option("--watch", "-w", "watch", type=float, default=None, is_flag=False,
+              flag_value=2.0, metavar="[SECONDS]",
+              help="Refresh every SECONDS (2 if not given) until Ctrl-C.")
+def status(config_path, listener, watch):
+    """The running relay's outputs: state, backlog, drops, gaps, replay."""
+    from . import control
+
+    client = _client(config_path, listener)
+    while True:
+        body = _ask(lambda: client.get_json("/status"))
+        text = control.status_lines(body)
+        if watch is None:
+            click.echo(text)
+            return
+        click.clear()
+        click.echo("%s   (every %gs, Ctrl-C to stop)\n%s" % (client.url, watch, text))
+        try:
+            time.sleep(watch)
+        except KeyboardInterrupt:
+            return
+
+
+@cli.command()
+@_config_option
+@_listener_option
+def gaps(config_path, listener):
+    """What each output misses of what the others stored (the gap ledger)."""
+    from . import control
+
+    client = _client(config_path, listener)
+    click.echo(control.gaps_lines(_ask(lambda: client.get_json("/status"))))
 
 
 def _describe_filter(f):

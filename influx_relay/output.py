@@ -319,10 +319,14 @@ class Output(object):
         try:
             r = self.backend.get(endpoint, timeout=timeout)
         except BackendError as e:
-            return False, "KO. %s" % e.reason
+            return self._pinged(False, "KO. %s" % e.reason)
         if r.status >= 300:
-            return False, "KO. HTTP %d from %s" % (r.status, endpoint)
-        return True, "OK. Time taken %dms" % round((time.monotonic() - start) * 1000)
+            return self._pinged(False, "KO. HTTP %d from %s" % (r.status, endpoint))
+        return self._pinged(True, "OK. Time taken %dms" % round((time.monotonic() - start) * 1000))
+
+    def _pinged(self, ok, text):
+        self._ping = (time.monotonic(), ok, text)
+        return ok, text
 
     def cached_ping(self, max_age: float, timeout: float) -> Tuple[bool, str]:
         """:meth:`ping`, or its answer if no older than ``max_age`` seconds;
@@ -336,7 +340,6 @@ class Output(object):
         self._pinging = Event()
         try:
             ok, text = self.ping(timeout)
-            self._ping = (time.monotonic(), ok, text)
         finally:
             self._pinging.set()
             self._pinging = None
@@ -587,9 +590,10 @@ class Output(object):
 
     @property
     def state(self):
-        """In a word: "down" (its last write failed), "replaying" (its backlog is
-        being delivered) or "ok"."""
-        if not self.counters.up:
+        """In a word: "down" (its last write, or a ping of the last minute,
+        failed), "replaying" (its backlog is being delivered) or "ok"."""
+        when, pinged, _ = self._ping
+        if not self.counters.up or (when and not pinged and time.monotonic() - when < 60):
             return "down"
         if self.buffer:
             return "replaying"
