@@ -4,6 +4,7 @@ The Go relay's flags (``influxdb-relay -config PATH -v``, ``-version``) work
 too, so that an existing unit file or init script keeps working.
 """
 
+import signal
 import sys
 import time
 
@@ -40,11 +41,19 @@ def cli():
 def run(config_path, verbose, log_format):
     """Run the relay in the foreground until SIGTERM or SIGINT; SIGHUP reloads the config."""
     cfg = _load(config_path)
-    logs.setup(verbose, log_format)
-    from . import service  # after monkey-patching: see main()
+    from . import service, supervisor  # after monkey-patching: see main()
 
+    worker = supervisor.Worker.from_env()
+    if worker is not None:
+        # A reload asked while this worker starts is no reason to die: it is
+        # reading the file anyway. (Its own handler replaces this once it runs.)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    logs.setup(verbose, log_format, worker=worker.index if worker is not None else None)
     try:
-        status = service.run(cfg)
+        if worker is None and cfg.workers > 1:
+            status = supervisor.run(cfg, supervisor.worker_args(config_path, verbose, log_format))
+        else:
+            status = service.run(cfg, worker)
     except RelayError as e:
         click.echo("influx-relay: %s" % e, err=True)
         sys.exit(1)

@@ -280,6 +280,18 @@ def _choice(*choices):
     return check
 
 
+MAX_WORKERS = 256
+
+
+def _workers(at, value):
+    """A number of processes, 1 to MAX_WORKERS, or "auto": one per CPU."""
+    if value == "auto":
+        return max(1, min(MAX_WORKERS, os.cpu_count() or 1))
+    if isinstance(value, str):
+        raise at.error('%s is not a number of processes or "auto"' % _show(value))
+    return _int(at, value, 1, MAX_WORKERS)
+
+
 def _output_names(at, value):
     """An array of output names, maybe empty (checked against the listener's outputs)."""
     if not isinstance(value, list):
@@ -1019,6 +1031,13 @@ class Config:
         "How long a stopping relay (SIGTERM, SIGINT) waits for requests in flight, "
         "then again for memory retry buffers to drain; what is still buffered in "
         "memory after that is lost, and logged with its point count."))
+    workers: int = setting(_workers, 1, doc=(
+        'Relay processes sharing the listening ports (SO_REUSEPORT), or "auto": one per '
+        "CPU. Each client connection is served by one of them, so the order of its "
+        "writes is kept; each keeps its own retry buffers (a worker-N directory in each "
+        "buffer-path) and gap ledger (in state-dir), and /status, /health and /metrics "
+        "answer for all of them. Needs fixed ports (no port 0). A change takes a "
+        "restart."))
     state_dir: Optional[str] = setting(_state_dir, None, doc=(
         "A directory for what the relay remembers across restarts: the gap ledger "
         "(which points each output missed, to be repaired from a peer). Default: none, "
@@ -1112,4 +1131,11 @@ def loads(text, path="<string>"):
     if values.get("filter"):
         values["http"] = _apply_filters(at, values["filter"], values.get("http", ()))
     _check_buffer_paths(at, values.get("http", ()))
+    if values.get("workers", 1) > 1:
+        for kind in ("http", "udp"):
+            for i, listener in enumerate(values.get(kind, ())):
+                if not listener.port:
+                    raise at.key(kind).index(i).key("bind-addr").error(
+                        "%s: workers share a listening port, so it cannot be 0"
+                        % _show(listener.bind_addr))
     return Config(path=path, **values)

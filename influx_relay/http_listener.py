@@ -10,6 +10,7 @@ Also: /api/v1/prom/write (passed through as-is), /health, /status, and, when
 """
 
 import hmac
+import json
 import logging
 import math
 import os
@@ -24,7 +25,7 @@ import gevent
 from gevent import socket as gsocket
 from gevent.event import Event
 
-from . import __version__, admin, apiv2, lineprotocol, logs
+from . import __version__, admin, apiv2, lineprotocol, logs, peers as peers_mod
 from .errors import LineProtocolError
 from .filters import Router
 from .httpserver import BodyError, HTTPServer, Request
@@ -83,7 +84,7 @@ class WriteApp(object):
     kind (``handler(request) -> Response``), such as /metrics.
     """
 
-    def __init__(self, cfg, fanout, stats=None, routes=None):
+    def __init__(self, cfg, fanout, stats=None, routes=None, peers=None):
         self.cfg = cfg
         self.fanout = fanout
         self.max_body_size = cfg.max_body_size
@@ -93,6 +94,8 @@ class WriteApp(object):
         self.has_v1_outputs = any(o.api != "v2" for o in cfg.outputs)
         self.has_v2_outputs = any(o.api == "v2" for o in cfg.outputs)
         self.stats = stats if stats is not None else ListenerStats()
+        #: With workers, the way to the other workers' views (see :mod:`.peers`).
+        self.peers = peers
         self.routes = {
             "/write": self.write,
             "/api/v2/write": self.write_v2,
@@ -161,9 +164,23 @@ class WriteApp(object):
         if request.method not in ("GET", "HEAD"):
             return _not_allowed("GET, HEAD", request.method)
         name = request.path[len("/health/"):]
+        mine = self.local_health(name)
+        if self.peers is None or mine.status == 404:
+            return mine
+        views = [json.loads(mine.body)] + [json.loads(body) for _, _, body in self.peers.ask(
+            "GET", "/health/" + quote(name, safe=""), listener=self.cfg.name)]
+        missing = self.peers.worker.count - len(views)
+        if missing:  # what a worker holds is unknown: no one vouches for it
+            views.append({"status": "down", "reason": "%d worker(s) of %d did not answer"
+                          % (missing, self.peers.worker.count)})
+        merged = peers_mod.merge_readiness(views)
+        return json_response(200 if merged["status"] == "ready" else 503, merged)
+
+    def local_health(self, name):
+        """Readiness of output ``name`` as this process sees it."""
         output = next((o for o in self.fanout.outputs if o.name == name), None)
         if output is None:
-            raise RequestError(404, "no output named %s" % name[:100])
+            return error_response(404, "no output named %s" % name[:100])
         ready = output.readiness(self.cfg.health_cache_ms / 1000.0,
                                  self.cfg.health_timeout_ms / 1000.0)
         return json_response(200 if ready.status == "ready" else 503, ready.as_dict())
@@ -231,8 +248,18 @@ class WriteApp(object):
     def status(self, request):
         if request.method not in ("GET", "HEAD"):
             return _not_allowed("GET, HEAD", request.method)
-        outputs = {o.name: o.status() for o in self.fanout.outputs}
-        return json_response(200, {"listener": self.cfg.name, "outputs": outputs})
+        body = self.local_status()
+        if self.peers is not None:
+            views = [body["outputs"]] + [json.loads(b)["outputs"] for _, _, b in
+                                         self.peers.ask("GET", "/status", listener=self.cfg.name)]
+            body["outputs"] = peers_mod.merge_outputs(views)
+            body["workers"] = self.peers.worker.count
+            body["workers_answering"] = len(views)
+        return json_response(200, body)
+
+    def local_status(self):
+        """What /status says of this process's outputs."""
+        return {"listener": self.cfg.name, "outputs": {o.name: o.status() for o in self.fanout.outputs}}
 
     def flush(self, request):
         """Empty every retry buffer, or ``?output=NAME``'s; say what was dropped."""
@@ -240,14 +267,24 @@ class WriteApp(object):
         if request.method != "POST":
             return _not_allowed("POST", request.method)
         wanted = parse_qs(request.query).get("output")
-        outputs = [o for o in self.fanout.outputs if not wanted or o.name in wanted]
-        if wanted and not outputs:
+        if wanted and not any(o.name in wanted for o in self.fanout.outputs):
             raise RequestError(404, "no output named %s" % ", ".join(wanted)[:100])
-        flushed = {}
-        for output in outputs:
-            writes, size = output.flush()
-            flushed[output.name] = {"writes": writes, "bytes": size}
+        flushed = self.local_flush(wanted)
+        if self.peers is not None:
+            params = {"output": wanted} if wanted else {}
+            views = [flushed] + [json.loads(b)["flushed"] for _, _, b in self.peers.ask(
+                "POST", "/admin/flush", listener=self.cfg.name, **params)]
+            flushed = peers_mod.merge_flushed(views)
         return json_response(200, {"flushed": flushed})
+
+    def local_flush(self, wanted=None):
+        """Empty this process's retry buffers (or ``wanted``'s); what was dropped."""
+        flushed = {}
+        for output in self.fanout.outputs:
+            if not wanted or output.name in wanted:
+                writes, size = output.flush()
+                flushed[output.name] = {"writes": writes, "bytes": size}
+        return flushed
 
     # -- /write ------------------------------------------------------------
 

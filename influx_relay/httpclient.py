@@ -44,11 +44,13 @@ class IdleTimeout(socket.timeout):
 
 
 class ConnectionPool(object):
-    """HTTP/1.1 to one server, ``host:port``; TLS when ``ssl_context`` is given."""
+    """HTTP/1.1 to one server, ``host:port`` (or the unix socket ``unix_path``);
+    TLS when ``ssl_context`` is given."""
 
-    def __init__(self, host, port, size, connect_timeout, ssl_context=None):
+    def __init__(self, host, port, size, connect_timeout, ssl_context=None, unix_path=None):
         self.host = host
         self.address = (host, port)
+        self.unix_path = unix_path
         default = 443 if ssl_context is not None else 80
         shown = "[%s]" % host if ":" in host else host
         self.host_header = shown if port == default else "%s:%d" % (shown, port)
@@ -108,6 +110,16 @@ class ConnectionPool(object):
         return self._exchange(sock, head, body, no_body, stream, fresh=True)
 
     def _connect(self):
+        if self.unix_path is not None:
+            sock = gsocket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.settimeout(self.connect_timeout)
+                sock.connect(self.unix_path)
+                sock.settimeout(None)
+            except BaseException:
+                sock.close()
+                raise
+            return sock
         if self.family is None:
             sock = gsocket.create_connection(self.address, timeout=self.connect_timeout)
         else:

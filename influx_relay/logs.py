@@ -120,8 +120,23 @@ def is_journal(stream, environ=None):
         return False
 
 
-def setup(verbose=False, fmt="text", stream=None):
-    """Log to ``stream`` (stderr) at INFO, or DEBUG with ``verbose``, as text or JSON.
+class WorkerFilter(logging.Filter):
+    """Starts each line of a worker process with ``worker N:``."""
+
+    def __init__(self, index):
+        super().__init__()
+        self.prefix = "worker %d: " % index
+
+    def filter(self, record):
+        if not getattr(record, "_worker_tagged", False):
+            record.msg = self.prefix + str(record.msg)
+            record._worker_tagged = True
+        return True
+
+
+def setup(verbose=False, fmt="text", stream=None, worker=None):
+    """Log to ``stream`` (stderr) at INFO, or DEBUG with ``verbose``, as text or JSON;
+    a worker's lines (``worker``: its index) say which it is.
 
     Text to the journal (see :func:`is_journal`) leaves the timestamp to it."""
     stream = stream or sys.stderr
@@ -133,6 +148,8 @@ def setup(verbose=False, fmt="text", stream=None):
     else:
         formatter = logging.Formatter(TEXT_FORMAT)
     handler.setFormatter(formatter)
+    if worker is not None:
+        handler.addFilter(WorkerFilter(worker))
     handler.addFilter(RedactFilter())
     root = logging.getLogger()
     for old in list(root.handlers):

@@ -17,7 +17,9 @@ order the relay acknowledged them.
 """
 
 import bisect
+import dataclasses
 import logging
+import shutil
 import time
 from typing import Dict, NamedTuple, Optional, Tuple
 
@@ -187,6 +189,7 @@ class Output(object):
         self._loop = None
         self._failures = 0
         self.replay = None  # a Replay while a backlog is being delivered
+        self._remover = None  # for an adopted buffer: removes it once delivered
         self.max_in_flight_bytes = cfg.max_in_flight_mb * 1024 * 1024
         self.max_in_flight_requests = MAX_IN_FLIGHT_REQUESTS_PER_POOL_SLOT * cfg.pool_size
         self.in_flight_bytes = 0
@@ -205,19 +208,9 @@ class Output(object):
         backend: Backend = HTTPBackend(cfg)
         if cfg.coalesce:
             backend = CoalescingBackend(backend, cfg.coalesce_max_kb * 1024)
-        who = (listener, cfg.name)
-
-        def damaged(before, after, nbytes):
-            # What a damaged record held cannot be read: not its database, nor
-            # its points' times. The times of the records around it bound when
-            # it was written, which is when the relay stamped its points.
-            now = time.time()
-            start = int(((before if before is not None else 0) - 60) * 10 ** 9)
-            end = int(((after if after is not None else now) + 60) * 10 ** 9)
-            ledger.record(who, "", "", max(0, start), end, 1, "damaged")
-
         try:
-            buffer = make_buffer(cfg, on_damaged=damaged) if buffered else None
+            buffer = make_buffer(cfg, on_damaged=_damaged(ledger, (listener, cfg.name))) \
+                if buffered else None
         except BaseException:
             backend.close()
             raise
@@ -227,6 +220,38 @@ class Output(object):
 
     def __str__(self):
         return self.name
+
+    def adopt(self, path):
+        """Replay to this output's backend the disk buffer left in ``path`` by a
+        layout of workers that no longer runs, then remove the directory.
+        Returns the output that drains it (:meth:`close_adopted` stops it)."""
+        cfg = dataclasses.replace(self.cfg, buffer_path=path)
+        buffer = make_buffer(cfg, on_damaged=_damaged(self.ledger, self.who))
+        orphan = Output(cfg, self.backend, buffer, self.policy, self.max_batch, self.max_age,
+                        self.ledger, self.who[0])
+        if buffer:
+            log.warning("output %s: replaying %d write(s) (%d bytes) left in %s by a worker "
+                        "that no longer runs", self, len(buffer), buffer.size, path)
+        orphan.start()
+        orphan._remover = gevent.spawn(orphan._remove_when_drained)
+        return orphan
+
+    def _remove_when_drained(self):
+        self._drained.wait()
+        if self._loop is not None:
+            self._loop.kill()
+        self.buffer.close()
+        shutil.rmtree(self.cfg.buffer_path, ignore_errors=True)
+        log.info("output %s: %s delivered and removed", self, self.cfg.buffer_path)
+
+    def close_adopted(self):
+        """Stop draining an adopted buffer (what is left stays on disk for next time)."""
+        remover = self._remover
+        if remover is not None and not remover.dead:
+            remover.kill()
+            if self._loop is not None:
+                self._loop.kill()
+            self.buffer.close()
 
     @property
     def coalesce_stats(self) -> Optional[CoalesceStats]:
@@ -661,6 +686,21 @@ class Output(object):
                 self.ledger.covered(self.who)
             buffer.close()
         self.backend.close()
+
+
+def _damaged(ledger, who):
+    """What a disk buffer calls for a damaged record it skips: into the ledger."""
+
+    def damaged(before, after, nbytes):
+        # What a damaged record held cannot be read: not its database, nor its
+        # points' times. The times of the records around it bound when it was
+        # written, which is when the relay stamped its points.
+        now = time.time()
+        start = int(((before if before is not None else 0) - 60) * 10 ** 9)
+        end = int(((after if after is not None else now) + 60) * 10 ** 9)
+        ledger.record(who, "", "", max(0, start), end, 1, "damaged")
+
+    return damaged
 
 
 def snippet(body, limit=200):

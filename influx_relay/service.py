@@ -14,6 +14,7 @@ and what was built is undone. Then every step is performed, which cannot fail.
 
 import dataclasses
 import logging
+import os
 import signal
 import ssl
 from typing import List, Optional
@@ -29,28 +30,61 @@ from .http_listener import HTTPListener, ListenerStats, WriteApp, tls_context
 from .ledger import Ledger
 from .metrics import Metrics
 from .output import Output
+from .peers import Peers, merge_metrics
+from .supervisor import reuseport_socket
 from .udp_listener import UDPListener, UDPOutput
 
 log = logging.getLogger(__name__)
 
 
 class Relay(object):
-    """Every listener of one config, with its outputs."""
+    """Every listener of one config, with its outputs. ``worker``: which of
+    several workers this process is (see :mod:`.supervisor`), or None."""
 
-    def __init__(self, config):
+    def __init__(self, config, worker=None):
+        self.worker = worker
+        config = self._prepare(config)
         self.config = config
         self.ledger = Ledger(config.state_dir)
         self.metrics = Metrics(lambda: self.listeners)
+        self.peers = Peers(worker, self) if worker is not None and worker.count > 1 else None
         self.http = []
         self.udp = []
         self._stopped = Event()
         self._stopping = False
         self._lock = Semaphore()  # one reload at a time, and none during stop
         self._retiring = []       # greenlets stopping what a reload replaced
-        for cfg in config.http:
-            self.http.append(HTTPListener(self._app(cfg, _outputs(cfg, self.ledger))))
-        for cfg in config.udp:
-            self.udp.append(UDPListener(cfg))
+        self._orphans = []        # outputs draining what earlier workers left on disk
+        try:
+            for cfg in config.http:
+                self.http.append(HTTPListener(self._app(cfg, _outputs(cfg, self.ledger)),
+                                              sock=self._socket(cfg, "http")))
+            for cfg in config.udp:
+                self.udp.append(UDPListener(cfg, sock=self._socket(cfg, "udp")))
+        except BaseException:
+            for listener in self.listeners:
+                listener.close_unstarted()
+                for output in listener.outputs:
+                    output.close(0)
+            self.ledger.close()
+            raise
+
+    def _prepare(self, config):
+        """The config as this process runs it: a worker's buffers and ledger
+        live in a worker-N directory of their own."""
+        if self.worker is None or self.worker.count == 1:
+            return config
+        return worker_config(config, self.worker.index)
+
+    def _socket(self, cfg, kind):
+        """A worker binds its listeners itself, sharing the port (SO_REUSEPORT)."""
+        if self.worker is None or self.worker.count == 1:
+            return None
+        try:
+            return reuseport_socket(cfg.host, cfg.port, kind)
+        except OSError as e:
+            raise RelayError("%s listener %r: cannot listen on %s: %s"
+                             % (kind, cfg.name, cfg.bind_addr, e.strerror or e))
 
     @property
     def listeners(self):
@@ -59,7 +93,18 @@ class Relay(object):
     def _app(self, cfg, outputs):
         """The application of [[http]] ``cfg`` (its stats kept across reloads)."""
         stats = self.metrics.listener_stats(cfg.name, ListenerStats)
-        return WriteApp(cfg, Fanout(outputs), stats=stats, routes={"/metrics": self.metrics.serve})
+        return WriteApp(cfg, Fanout(outputs), stats=stats, routes={"/metrics": self._serve_metrics},
+                        peers=self.peers)
+
+    def _serve_metrics(self, request):
+        """/metrics of this process, or with workers, of all of them."""
+        mine = self.metrics.serve(request)
+        if self.peers is None or mine.status != 200 or request.method != "GET":
+            return mine
+        texts = [mine.body.decode("utf-8")] + [
+            body.decode("utf-8") for _, status, body in self.peers.ask("GET", "/metrics")
+            if status == 200]
+        return mine._replace(body=merge_metrics(texts))
 
     def start(self):
         """Bind every listener, then start them all; or raise :class:`RelayError`
@@ -75,8 +120,29 @@ class Relay(object):
             raise
         for listener in self.listeners:
             listener.start()
+        if self.peers is not None:
+            self.peers.serve()
+        if self.worker is None or self.worker.lead:
+            self._drain_orphans()
         for listener in self.listeners:
             _announce(listener)
+
+    def _drain_orphans(self):
+        """Replay what a layout of workers that no longer runs left in each
+        buffer-path (a worker-N directory past the count, or the directory itself
+        when workers now have their own), then remove it."""
+        count = self.worker.count if self.worker is not None else 1
+        for listener in self.http:
+            for output in listener.outputs:
+                path = output.cfg.buffer_path
+                if not output.has_buffer or not path:
+                    continue
+                root = os.path.dirname(path) if count > 1 else path
+                for left in orphan_dirs(root, count):
+                    try:
+                        self._orphans.append(output.adopt(left))
+                    except RelayError as e:
+                        log.error("%s", e)
 
     def stop(self, timeout=None):
         """Stop in order: stop accepting, let requests in flight finish, give memory
@@ -93,6 +159,10 @@ class Relay(object):
         gevent.joinall([gevent.spawn(listener.stop, timeout) for listener in self.listeners])
         gevent.joinall([gevent.spawn(listener.app.fanout.close, timeout) for listener in self.http])
         gevent.joinall(self._retiring, timeout=timeout)
+        for orphan in self._orphans:
+            orphan.close_adopted()
+        if self.peers is not None:
+            self.peers.close()
         self.ledger.close()
         log.info("stopped")
         self._stopped.set()
@@ -119,6 +189,7 @@ class Relay(object):
             try:
                 if new is None:
                     new = config_mod.load(path)
+                new = self._prepare(new)
                 steps = self._plan(new)
             except RelayError as e:
                 log.error("reload rejected, the running config stays: %s", e)
@@ -139,7 +210,7 @@ class Relay(object):
             for cfg, old in _match(self.http, new.http):
                 steps.extend(self._http_steps(cfg, old))
             for cfg, old in _match(self.udp, new.udp):
-                steps.append(_udp_step(cfg, old))
+                steps.append(_udp_step(cfg, old, self._socket))
         except Exception as e:
             for step in steps:
                 step.undo()
@@ -169,7 +240,8 @@ class Relay(object):
                 # from them (filters, the APIs they speak) must follow.
                 steps.append(SwapApp(old, app, made, retired))
                 return steps
-            listener = HTTPListener(app, sock=old.dup_socket() if old is not None else None)
+            listener = HTTPListener(app, sock=old.dup_socket() if old is not None
+                                    else self._socket(cfg, "http"))
         except BaseException:
             for output in made:
                 output.close(0)
@@ -352,13 +424,14 @@ class Remove:
         pass
 
 
-def _udp_step(cfg, old):
+def _udp_step(cfg, old, make_socket):
     if old is not None and old.cfg == cfg:
         return Keep(old)
     if old is not None and _settings(old.cfg) == _settings(cfg):
         kept = {o.cfg: o for o in old.outputs}
         return SwapUDPOutputs(old, cfg, tuple(kept.get(o) or UDPOutput(o) for o in cfg.outputs))
-    listener = UDPListener(cfg, sock=old.dup_socket() if old is not None else None)
+    listener = UDPListener(cfg, sock=old.dup_socket() if old is not None
+                           else make_socket(cfg, "udp"))
     step = Replace(old, listener)
     if old is None:
         try:
@@ -501,12 +574,44 @@ def _outputs(cfg, ledger, only=None):
     return outputs
 
 
-def run(config):
+def worker_config(config, index):
+    """``config`` as worker ``index`` runs it: each disk buffer and the gap
+    ledger in a ``worker-N`` directory of their own."""
+    sub = "worker-%d" % index
+    http = tuple(dataclasses.replace(listener, outputs=tuple(
+        dataclasses.replace(o, buffer_path=os.path.join(o.buffer_path, sub)) if o.buffer_path
+        else o for o in listener.outputs)) for listener in config.http)
+    state = os.path.join(config.state_dir, sub) if config.state_dir else None
+    return dataclasses.replace(config, http=http, state_dir=state)
+
+
+def orphan_dirs(root, count):
+    """The buffer directories under ``root`` that ``count`` workers do not use:
+    ``worker-N`` for N >= count (every one, for a single relay, which uses
+    ``root`` itself), and ``root``'s own segments when there are several workers."""
+    found = []
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return found
+    if count > 1 and any(n.endswith(".seg") for n in names):
+        found.append(root)
+    for name in sorted(names):
+        if name.startswith("worker-") and name[7:].isdigit() \
+                and (count == 1 or int(name[7:]) >= count) \
+                and os.path.isdir(os.path.join(root, name)):
+            found.append(os.path.join(root, name))
+    return found
+
+
+def run(config, worker=None):
     """Run the relay until SIGTERM or SIGINT; SIGHUP reloads the config. Returns
     the exit status."""
     logs.route_hub_errors(gevent.get_hub())
-    relay = Relay(config)
+    relay = Relay(config, worker)
     relay.start()
+    if worker is not None:
+        worker.ready()
     log.info("config %s loaded: %s", config.path, _counts(config))
     systemd.notify("READY=1", "STATUS=%s" % _counts(config))
 

@@ -895,3 +895,19 @@ def test_v2_output_keys():
 )
 def test_v2_output_errors(output, message):
     assert error(http_config(output=output)) == "%s: %s" % (FILE, message)
+
+
+def test_workers_need_fixed_ports_and_auto_is_the_cpu_count():
+    import os
+
+    text = '[[http]]\nbind-addr = "127.0.0.1:%d"\noutput = [{ name = "a", location = "http://x/write" }]\n'
+    assert config.loads("workers = 2\n" + text % 9096).workers == 2
+    assert config.loads('workers = "auto"\n' + text % 9096).workers == min(256, os.cpu_count())
+    with pytest.raises(ConfigError) as e:
+        config.loads("workers = 2\n" + text % 0)
+    assert str(e.value) == ('<string>: http[0].bind-addr: "127.0.0.1:0": workers share a '
+                            "listening port, so it cannot be 0")
+    with pytest.raises(ConfigError, match='"many" is not a number of processes or "auto"'):
+        config.loads('workers = "many"\n' + text % 9096)
+    with pytest.raises(ConfigError, match="must be between 1 and 256"):
+        config.loads("workers = 0\n" + text % 9096)
