@@ -35,7 +35,6 @@ import threading
 import time
 import urllib.parse
 
-
 # -- the hung backend -----------------------------------------------------------------------
 
 def serve(args):

@@ -33,8 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from tests.system import helpers  # noqa: E402
 from tests.system.helpers import Influxd, Relay, free_port, wait_until  # noqa: E402
-from tests.system.workload import (Writer, check_delivery, drained, greenlets,  # noqa: E402
-                                   open_fds, rss_bytes, status)
+from tests.system.workload import Writer, check_delivery, drained, greenlets, open_fds, rss_bytes, status  # noqa: E402
 
 
 def _quiet(command=helpers.relay_command):

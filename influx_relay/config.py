@@ -19,6 +19,9 @@ can take as its upper bound, so that a config ``check`` accepts never fails
 ``run`` on a value: see the ``MAX_*`` constants.
 """
 
+# mypy: disable-error-code="misc"
+# (every field is made by setting(), which always gives it a default: mypy cannot
+# see that, and takes those without a visible one for required fields after optional ones)
 import dataclasses
 import difflib
 import ipaddress
@@ -35,7 +38,7 @@ from urllib.parse import urlsplit
 try:
     import tomllib
 except ImportError:  # Python < 3.11
-    import tomli as tomllib
+    import tomli as tomllib  # type: ignore[no-redef]
 
 from .errors import ConfigError
 
@@ -173,7 +176,7 @@ def settings(cls):
     return found
 
 
-_SETTINGS = {}
+_SETTINGS: dict = {}
 
 
 def _read_table(at, table, cls):

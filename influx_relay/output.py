@@ -362,11 +362,11 @@ class Output(object):
         if self._pinging is not None:
             self._pinging.wait(timeout)
             return self._ping[1:]
-        self._pinging = Event()
+        pinging = self._pinging = Event()
         try:
             ok, text = self.ping(timeout)
         finally:
-            self._pinging.set()
+            pinging.set()
             self._pinging = None
         return ok, text
 

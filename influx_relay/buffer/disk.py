@@ -73,8 +73,8 @@ from collections import deque
 import gevent
 from gevent.event import Event
 
-from . import DONE, READY, BufferFull, Entry, run_from
 from ..errors import RelayError
+from . import DONE, READY, BufferFull, Entry, run_from
 
 log = logging.getLogger(__name__)
 

@@ -206,6 +206,7 @@ def test_waiting_workers_hold_no_body(relay, backends):
     """A worker waiting for its next job must not keep the last write's body
     alive: 64 clients' 1 MB writes would otherwise stay in memory when idle."""
     import gc
+
     from greenlet import greenlet
 
     r = relay(http_config(backends(), backends()))

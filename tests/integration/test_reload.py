@@ -4,8 +4,8 @@ import logging
 import socket
 
 import gevent
-from gevent.event import Event
 import urllib3
+from gevent.event import Event
 
 from influx_relay import config
 

@@ -14,8 +14,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from ..unit.test_lineprotocol_properties import valid_line
 from .helpers import HOST, Influxd, Relay, free_port, influxd_available, request

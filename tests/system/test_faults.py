@@ -16,7 +16,7 @@ import pytest
 
 from .faultproxy import FaultProxy
 from .helpers import request, wait_until
-from .workload import (Writer, assert_hub_never_blocked, check_delivery, drained, greenlets, open_fds, status)
+from .workload import Writer, assert_hub_never_blocked, check_delivery, drained, greenlets, open_fds, status
 
 TIMEOUT = 2.0  # b's timeout, seconds
 POOL = 4  # pool-size: the keep-alive connections an output may keep

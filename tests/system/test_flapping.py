@@ -19,7 +19,7 @@ import random
 import time
 
 from .helpers import wait_until
-from .workload import (Writer, assert_hub_never_blocked, check_delivery, drained)
+from .workload import Writer, assert_hub_never_blocked, check_delivery, drained
 
 FLAP_SECONDS = float(os.environ.get("INFLUX_RELAY_FLAP_SECONDS", "12"))
 SEED = int(os.environ.get("INFLUX_RELAY_FAULT_SEED", "0"))  # added to each test's own

@@ -21,7 +21,7 @@ import time
 import pytest
 
 from .helpers import free_ports, request, stop_process, wait_until
-from .workload import (Writer, assert_hub_never_blocked, check_delivery, drained)
+from .workload import Writer, assert_hub_never_blocked, check_delivery, drained
 
 HAPROXY = os.environ.get("HAPROXY", "/usr/sbin/haproxy")
 

@@ -14,8 +14,7 @@ import random
 import time
 
 from .helpers import wait_until
-from .workload import (Writer, assert_hub_never_blocked, check_delivery, drained,
-                       status)
+from .workload import Writer, assert_hub_never_blocked, check_delivery, drained, status
 
 KILLS = int(os.environ.get("INFLUX_RELAY_KILLS", "4"))
 SEED = int(os.environ.get("INFLUX_RELAY_FAULT_SEED", "0"))  # shifts the schedule, to explore

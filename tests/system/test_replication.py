@@ -7,8 +7,7 @@ import time
 import pytest
 
 from .conftest import http_relay_config
-from .helpers import (HOST, assert_204, free_port, ping_status, rows_on_both, run_cli,
-                      wait_until)
+from .helpers import HOST, assert_204, free_port, ping_status, rows_on_both, run_cli, wait_until
 
 NS = 10**9
 

@@ -7,7 +7,6 @@ import os
 import signal
 import socket
 import threading
-import time
 
 from prometheus_client.parser import text_string_to_metric_families
 

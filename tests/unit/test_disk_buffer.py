@@ -9,15 +9,13 @@ import stat
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import gevent
 import gevent.event
 import pytest
 
-from influx_relay.buffer import DONE, PENDING, READY, BufferFull, Entry
-from influx_relay.buffer import disk
+from influx_relay.buffer import PENDING, READY, BufferFull, Entry, disk
 from influx_relay.buffer.disk import DiskBuffer
 from influx_relay.config import Endpoints, HTTPOutputConfig
 from influx_relay.errors import RelayError
