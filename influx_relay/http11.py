@@ -36,12 +36,11 @@ MAX_CHUNK = 1 << 40
 MAX_RESPONSE_HEAD = 64 * 1024
 
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-# field-name ":" OWS field-value OWS, the value without any control byte but HTAB.
-_FIELD = re.compile(rb"(" + _TOKEN + rb"):([\t\x20-\x7e\x80-\xff]*)")
-# In a response, any byte but CR and LF: InfluxDB's own X-Influxdb-Error header
-# quotes the line it could not parse, NUL bytes and all (Go's net/http turns only
-# CR and LF in a value into spaces), and that answer must reach the client.
-_RESPONSE_FIELD = re.compile(rb"(" + _TOKEN + rb"):(.*)", re.S)
+# A header is field-name ":" OWS field-value OWS, the value without any control
+# byte but HTAB (see parse_field). In a response, any byte but CR and LF: InfluxDB's
+# own X-Influxdb-Error header quotes the line it could not parse, NUL bytes and all
+# (Go's net/http turns only CR and LF in a value into spaces), and that answer
+# must reach the client.
 _REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([\x21-\x7e\x80-\xff]+) HTTP/([0-9])\.([0-9])")
 _OTHER_VERSION = re.compile(_TOKEN + rb" [\x21-\x7e\x80-\xff]+ ((?i:http)/[\x21-\x7e]*)")
 _STATUS_LINE = re.compile(rb"HTTP/1\.([0-9]) ([0-9]{3})(?: [\t\x20-\x7e\x80-\xff]*)?")
@@ -71,12 +70,21 @@ def line_of(raw):
     return line
 
 
-def parse_field(line, pattern=_FIELD):
-    """``(name in lower case, value)`` of a header (or trailer) line, as text."""
-    m = pattern.fullmatch(line)
-    if m is None:
+#: The bytes of a token, and of a request header's value (no control byte but HTAB).
+_TCHARS = bytes(b for b in range(256) if re.fullmatch(_TOKEN, bytes([b])))
+_VCHARS = bytes([9] + list(range(0x20, 0x7F)) + list(range(0x80, 0x100)))
+
+
+def parse_field(line, strict=True):
+    """``(name in lower case, value)`` of a header (or trailer) line, as text.
+    ``strict``: the value holds no control byte but HTAB (a request's); else
+    any byte but CR and LF (a response's: see _RESPONSE_FIELD)."""
+    name, sep, value = line.partition(b":")
+    # translate(None, allowed) leaves what is not allowed: nothing, if all is.
+    if not sep or not name or name.translate(None, _TCHARS) or (
+            strict and value.translate(None, _VCHARS)):
         raise ProtocolError("malformed header line %r" % _shown(line))
-    return m.group(1).decode("ascii").lower(), m.group(2).strip(b" \t").decode("latin-1")
+    return name.decode("ascii").lower(), value.strip(b" \t").decode("latin-1")
 
 
 class RequestHead(NamedTuple):
@@ -116,12 +124,12 @@ def parse_request_head(lines: List[bytes]) -> Optional[RequestHead]:
                     lengths, hosts)
 
 
-def _fields(lines, pattern=_FIELD):
+def _fields(lines, strict=True):
     headers = {}
     lengths = []
     hosts = 0
     for line in lines[1:]:
-        name, value = parse_field(line, pattern)
+        name, value = parse_field(line, strict)
         if "_" in name:
             continue  # as nginx does: "Content_Length" must not pass for anything
         if name == "content-length":
@@ -177,15 +185,13 @@ class ResponseHead(NamedTuple):
     keep_alive: bool
 
 
-def parse_response_head(head: bytes) -> ResponseHead:
-    """Check and read a response head (``head``: the bytes before the blank line)."""
-    raw = head.split(b"\n")
-    lines = [line_of(r + b"\n") for r in raw]
+def parse_response_head(lines: List[bytes]) -> ResponseHead:
+    """Check and read a response head (its lines, as :func:`split_head` gives them)."""
     m = _STATUS_LINE.fullmatch(lines[0])
     if m is None:
         raise ProtocolError("not an HTTP/1.x status line: %r" % _shown(lines[0], 60))
     minor, code = m.groups()
-    headers, lengths, _ = _fields(lines, _RESPONSE_FIELD)
+    headers, lengths, _ = _fields(lines, strict=False)
     te = headers.get("transfer-encoding")
     chunked = te is not None
     if chunked:
@@ -197,6 +203,22 @@ def parse_response_head(head: bytes) -> ResponseHead:
     connection = headers.get("connection", "").lower()
     keep_alive = "close" not in connection if minor != b"0" else "keep-alive" in connection
     return ResponseHead(int(code), headers, length, chunked, keep_alive)
+
+
+def split_head(data: bytes, start: int = 0) -> Optional[Tuple[List[bytes], int]]:
+    """``(the head's lines, without line ends; where what follows starts)`` of
+    the head beginning at ``start``, or None if its end has not come yet. A head
+    of CRLF lines only (the common case) is split without a loop of ours."""
+    i = data.find(b"\r\n\r\n", start)
+    if i >= 0:
+        head = data[start:i]
+        crlf = head.count(b"\r\n")
+        if head.count(b"\n") == crlf == head.count(b"\r"):
+            return head.split(b"\r\n"), i + 4
+    end = head_end(data, start)
+    if end is None:
+        return None
+    return [line_of(raw + b"\n") for raw in data[start:end[0]].split(b"\n")], end[1]
 
 
 def head_end(data: bytes, start: int = 0) -> Optional[Tuple[int, int]]:
@@ -219,10 +241,10 @@ class ChunkedDecoder(object):
     that ends them have been read; ``trailers`` holds the trailer fields
     (checked as a response's fields are with ``response``)."""
 
-    __slots__ = ("done", "trailers", "_left", "_state", "_line", "_fields")
+    __slots__ = ("done", "trailers", "_left", "_state", "_line", "_strict")
 
     def __init__(self, response=False):
-        self._fields = _RESPONSE_FIELD if response else _FIELD
+        self._strict = not response
         self.done = False
         self.trailers = {}
         self._left = 0
@@ -284,7 +306,7 @@ class ChunkedDecoder(object):
                 if len(self.trailers) >= MAX_HEADERS:
                     raise ProtocolError("invalid chunked body: too many trailers")
                 try:
-                    name, value = parse_field(line, self._fields)
+                    name, value = parse_field(line, self._strict)
                 except ProtocolError:
                     raise ProtocolError("invalid chunked body: malformed trailer %r" % _shown(line))
                 self.trailers[name] = value
@@ -299,13 +321,21 @@ def status_line(code):
         return "%d Unknown" % code
 
 
+_checked: dict = {}  # (name, value) pairs found fine: most repeat on every request
+
+
 def check_field(name: str, value: str) -> None:
     """Refuse (ValueError) a header that would not go out as one header: a
     name that is no token, a value with a CR, LF or other control byte."""
+    if (name, value) in _checked:
+        return
     if _NAME.fullmatch(name) is None:
         raise ValueError("invalid header name %r" % name[:40])
     if _VALUE.fullmatch(value) is None:
         raise ValueError("header %s: value holds a control character" % name)
+    if len(_checked) >= 4096:
+        _checked.clear()
+    _checked[(name, value)] = True
 
 
 #: What a request target may hold as it is; anything else is percent-encoded.

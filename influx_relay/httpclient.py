@@ -271,14 +271,14 @@ class _Reader(object):
 def _read_head(reader):
     """The first final (not 1xx) response head on the connection."""
     while True:
-        end = http11.head_end(reader.data, reader.pos)
-        while end is None:
+        split = http11.split_head(reader.data, reader.pos)
+        while split is None:
             if reader.left() > MAX_RESPONSE_HEAD:
                 raise ProtocolError("response head too long")
             reader.more("the response head")
-            end = http11.head_end(reader.data, reader.pos)
-        head = http11.parse_response_head(reader.data[reader.pos:end[0]])
-        reader.pos = end[1]
+            split = http11.split_head(reader.data, reader.pos)
+        lines, reader.pos = split
+        head = http11.parse_response_head(lines)
         if 100 <= head.status < 200:  # an interim answer (100 Continue): the real one follows
             if not reader.left():
                 reader.more("the response head")

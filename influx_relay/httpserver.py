@@ -431,13 +431,12 @@ class HTTPServer(StreamServer):
         buffer follow them, when they are all in the buffer already (the
         common case: no wait, so no timer); else (None, 0)."""
         buf = rfile.peek(1)
-        end = http11.head_end(buf)
-        if end is None or end[1] > MAX_REQUEST_LINE:
+        split = http11.split_head(buf)
+        if split is None or split[1] > MAX_REQUEST_LINE:
             return None, 0
-        head = buf[:end[0]]
-        rfile.read(end[1])
-        lines = [http11.line_of(raw + b"\n") for raw in head.split(b"\n")]
-        return lines, len(buf) - end[1]
+        lines, end = split
+        rfile.read(end)
+        return lines, len(buf) - end
 
     @staticmethod
     def _read_lines(rfile):
