@@ -194,6 +194,25 @@ make_venv() {
     fi
 }
 
+# check_machine: what the tests need of the machine itself, each missing thing in one line
+# (a fresh debootstrap root, say, has no /etc/hosts: "localhost" does not resolve there).
+check_machine() {
+    local problems=0
+    if ! getent hosts localhost >/dev/null 2>&1; then
+        printf 'error: "localhost" does not resolve on this machine; the tests need it: add a line "127.0.0.1 localhost" to /etc/hosts\n' >&2
+        problems=1
+    fi
+    if ! python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); s.close()' 2>/dev/null; then
+        printf 'error: cannot bind 127.0.0.1 (no loopback interface up?); the tests listen there: ip link set lo up\n' >&2
+        problems=1
+    fi
+    if [ ! -e /proc/self/fd ]; then
+        printf 'error: /proc is not mounted; the tests read process figures from it: mount -t proc proc /proc\n' >&2
+        problems=1
+    fi
+    [ $problems = 0 ] || exit 1
+}
+
 setup_env() {
     install_packages
     make_venv

@@ -13,6 +13,7 @@ set -eu
 SETUP_TEST_PACKAGES=1
 . "$(dirname "${BASH_SOURCE[0]}")/setup-env.sh"
 setup_env
+check_machine
 cd "$REPO_ROOT"
 # `tests` unless the arguments name test paths themselves (tests/system, tests/unit/x.py::t).
 paths=0
