@@ -14,6 +14,7 @@ PY=/usr/bin/python3
 # prometheus: promtool, which tests/integration/test_ops_files.py runs on the rules.
 ensure_debs python3 python3-gevent python3-urllib3 python3-click python3-prometheus-client \
     python3-pytest python3-hypothesis python3-yaml prometheus
+check_machine
 cd "$REPO_ROOT"
 say "Debian's $($PY --version): gevent $($PY -c 'import gevent; print(gevent.__version__)'), urllib3 $($PY -c 'import urllib3; print(urllib3.__version__)'), click $($PY -c 'import click; print(click.__version__)')"
 [ $# -gt 0 ] || set -- tests/unit tests/integration
