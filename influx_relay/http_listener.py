@@ -9,6 +9,7 @@ Also: /api/v1/prom/write (passed through as-is), /health, /status, and, when
 (a bounded pool, a read timeout and, with ``ssl-combined-pem``, TLS).
 """
 
+import base64
 import hmac
 import json
 import logging
@@ -25,11 +26,12 @@ import gevent
 from gevent import socket as gsocket
 from gevent.event import Event
 
-from . import __version__, admin, apiv2, lineprotocol, logs, peers as peers_mod
+from . import __version__, admin, apiv2, ledger as ledger_mod, lineprotocol, logs, peers as peers_mod
 from .errors import LineProtocolError
 from .filters import Router
 from .httpserver import BodyError, HTTPServer, Request
 from .ratelimit import TokenBucket
+from .repairer import Repairer
 from .responses import WRITTEN, Response, error_response, json_response
 
 log = logging.getLogger(__name__)
@@ -84,7 +86,7 @@ class WriteApp(object):
     kind (``handler(request) -> Response``), such as /metrics.
     """
 
-    def __init__(self, cfg, fanout, stats=None, routes=None, peers=None):
+    def __init__(self, cfg, fanout, stats=None, routes=None, peers=None, ledger=ledger_mod.NULL):
         self.cfg = cfg
         self.fanout = fanout
         self.max_body_size = cfg.max_body_size
@@ -96,6 +98,8 @@ class WriteApp(object):
         self.stats = stats if stats is not None else ListenerStats()
         #: With workers, the way to the other workers' views (see :mod:`.peers`).
         self.peers = peers
+        self.ledger = ledger
+        self.repairer = Repairer(self, ledger)
         self.routes = {
             "/write": self.write,
             "/api/v2/write": self.write_v2,
@@ -103,6 +107,7 @@ class WriteApp(object):
             "/ready": self.ready,
             "/status": self.status,
             "/admin/flush": self.flush,
+            "/admin/repair": self.repair,
             "/health": self.health,
             "/admin": self.admin,
             "/api/v1/prom/write": self.prom_write,
@@ -258,8 +263,61 @@ class WriteApp(object):
         return json_response(200, body)
 
     def local_status(self):
-        """What /status says of this process's outputs."""
-        return {"listener": self.cfg.name, "outputs": {o.name: o.status() for o in self.fanout.outputs}}
+        """What /status says of this process's outputs (and of a repair)."""
+        body = {"listener": self.cfg.name,
+                "outputs": {o.name: o.status() for o in self.fanout.outputs}}
+        if self.repairer.job is not None:
+            body["repair"] = self.repairer.job.as_dict()
+        return body
+
+    def repair(self, request):
+        """``POST /admin/repair[?output=NAME][&dry_run=true]``: copy back what the
+        outputs miss (the gap ledger) from complete peers; 202 with the job
+        (200 and the running job if one runs; 200 and the plan with dry_run).
+        ``GET /admin/repair``: the job's progress, or 404 if none ran."""
+        self.check_admin(request)
+        if request.method == "GET":
+            job = self.repairer.job
+            if job is None:
+                raise RequestError(404, "no repair has run since the relay started")
+            return json_response(200, {"repair": self.merged_repair(job.as_dict())})
+        if request.method != "POST":
+            return _not_allowed("GET, POST", request.method)
+        params = parse_qs(request.query)
+        wanted = params.get("output")
+        if wanted:
+            unknown = [n for n in wanted if n not in {o.name for o in self.fanout.outputs}]
+            if unknown:
+                raise RequestError(404, "no output named %s" % ", ".join(unknown)[:100])
+        if params.get("dry_run", [""])[0].lower() in ("true", "1"):
+            return json_response(200, {"plan": self.repairer.plan(wanted)})
+        job, new = self.local_repair(wanted, self._credentials(request, params))
+        if self.peers is not None:
+            extra = {"output": wanted} if wanted else {}
+            self.peers.ask("POST", "/admin/repair", listener=self.cfg.name, **extra)
+        return json_response(202 if new else 200, {"repair": self.merged_repair(job.as_dict())})
+
+    def local_repair(self, wanted=None, headers=None):
+        return self.repairer.begin(wanted, headers)
+
+    def merged_repair(self, mine):
+        if self.peers is None:
+            return mine
+        views = [mine] + [json.loads(b)["repair"] for _, status, b in self.peers.ask(
+            "GET", "/admin/repair", listener=self.cfg.name) if status == 200]
+        return peers_mod.merge_repairs(views)
+
+    def _credentials(self, request, params):
+        """The InfluxDB credentials an admin's request carries (u and p, or its
+        Authorization header when no admin-token takes that place), for outputs
+        without credentials of their own."""
+        if params.get("u") and params.get("p"):
+            pair = ("%s:%s" % (params["u"][0], params["p"][0])).encode("utf-8")
+            return {"Authorization": "Basic " + base64.b64encode(pair).decode("ascii")}
+        auth = request.header("authorization")
+        if auth and self.cfg.admin_token is None:
+            return {"Authorization": auth}
+        return None
 
     def flush(self, request):
         """Empty every retry buffer, or ``?output=NAME``'s; say what was dropped."""
@@ -576,11 +634,14 @@ class HTTPListener(object):
 
     def start(self):
         self.app.fanout.start()
+        self.app.repairer.start()
         self.server.start()
 
     def swap(self, app):
         """Serve ``app`` from now on, on every connection (kept-alive ones too)."""
         app.fanout.start()
+        self.app.repairer.stop()
+        app.repairer.start()
         self.server.application = app
         self.server.read_timeout = app.cfg.read_timeout
         self.app, self.cfg, self.name = app, app.cfg, app.cfg.name
@@ -602,6 +663,7 @@ class HTTPListener(object):
     def stop(self, timeout):
         """Stop accepting, let requests being answered finish (up to ``timeout``),
         then close every connection, idle keep-alive ones at once."""
+        self.app.repairer.stop()
         server = self.server
         server.close()
         deadline = time.monotonic() + timeout

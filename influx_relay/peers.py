@@ -72,6 +72,14 @@ class Peers(object):
             return app.local_health(path[len("/health/"):])
         if path == "/admin/flush":
             return json_response(200, {"flushed": app.local_flush(params.get("output"))})
+        if path == "/admin/repair":
+            if request.method == "POST":
+                job, _ = app.local_repair(params.get("output"))
+            else:
+                job = app.repairer.job
+                if job is None:
+                    return json_response(404, {"error": "no repair has run"})
+            return json_response(200, {"repair": job.as_dict()})
         return json_response(404, {"error": "not found"})
 
     def close(self):
@@ -175,6 +183,22 @@ def merge_readiness(views):
         for key in ("backlog_bytes", "gap_points", "oldest_s"):
             merged.setdefault(key, 0)
         merged["reason"] = "; ".join(reasons)
+    return merged
+
+
+def merge_repairs(views):
+    """Every worker's repair job, as one."""
+    merged = dict(views[0])
+    states = [v.get("state") for v in views]
+    merged["state"] = ("running" if "running" in states else "failed" if "failed" in states
+                       else "stopped" if "stopped" in states else "done")
+    for key in ("ranges", "ranges_done", "points_total", "points_copied", "points_per_s"):
+        merged[key] = sum(v.get(key, 0) for v in views)
+    merged["outputs"] = sorted({o for v in views for o in v.get("outputs", [])})
+    merged["tasks"] = [t for v in views for t in v.get("tasks", [])]
+    etas = [v.get("eta_s") for v in views if v.get("eta_s") is not None]
+    merged["eta_s"] = max(etas) if etas else None
+    merged["running_s"] = max(v.get("running_s", 0) for v in views)
     return merged
 
 

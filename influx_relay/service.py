@@ -94,7 +94,7 @@ class Relay(object):
         """The application of [[http]] ``cfg`` (its stats kept across reloads)."""
         stats = self.metrics.listener_stats(cfg.name, ListenerStats)
         return WriteApp(cfg, Fanout(outputs), stats=stats, routes={"/metrics": self._serve_metrics},
-                        peers=self.peers)
+                        peers=self.peers, ledger=self.ledger)
 
     def _serve_metrics(self, request):
         """/metrics of this process, or with workers, of all of them."""
