@@ -16,72 +16,42 @@ import time
 import urllib.parse
 
 from .helpers import free_ports, request, wait_until
-from .test_haproxy import haproxy  # noqa: F401 (the fixture)
+from .test_haproxy import haproxy, haproxy_config  # noqa: F401 (haproxy: the fixture)
 from .workload import drained
 
 POINTS_PER_WRITE = 20
 
 
 def reads_haproxy_config(port, relays, databases, stats_port):
-    """HAProxy in front of relays (writes) and databases (everything else),
-    each database in rotation only while every relay says it is ready.
+    """test_haproxy's HAProxy (writes to the relays, everything else to the
+    databases), with each database in rotation only while every relay says it
+    is ready; when none is, any database that answers its /ping serves.
 
     ``relays`` and ``databases`` are lists of ``(name, host, port)``; a
     database's name is the relays' name for it (their output's name).
     """
-    text = """\
-global
-    maxconn 4096
-
-defaults
-    mode http
-    timeout connect 1s
-    timeout client 30s
-    timeout server 30s
-    timeout http-keep-alive 10s
-    retries 3
-    option redispatch 1
-    retry-on conn-failure
-
-frontend influxdb
-    bind 127.0.0.1:%(port)d
-    acl write path /write /api/v2/write /api/v1/prom/write
-    use_backend relays if write
-    default_backend databases
-
-backend relays
-    balance leastconn
-    option httpchk
-    http-check send meth GET uri /ping
-    http-check expect status 204
-    default-server check inter 500ms fall 2 rise 2
-%(relay_servers)s
-backend databases
-    balance roundrobin
-    option httpchk
-    http-check send meth GET uri /ping
-    http-check expect status 204
-%(tracked)s%(backups)s%(complete)s
-listen stats
-    bind 127.0.0.1:%(stats)d
-    stats enable
-    stats uri /stats
-"""
-    relay_servers = "".join("    server %s %s:%d\n" % r for r in relays)
-    tracked = "".join("    server %s %s:%d track complete_%s/%s\n" % (n, h, p, n, n)
-                      for n, h, p in databases)
-    backups = "".join("    server %s-any %s:%d backup check inter 500ms fall 2 rise 2\n"
-                      % (n, h, p) for n, h, p in databases)
-    complete = ""
+    text = haproxy_config(port, [(n, "%s:%d" % (h, p)) for n, h, p in relays], [], stats_port)
+    head, rest = text.split("\nbackend databases\n")
+    stats = rest[rest.index("listen stats\n"):]
+    databases_section = ("backend databases\n    balance roundrobin\n    option httpchk\n"
+                         "    http-check send meth GET uri /ping\n"
+                         "    http-check expect status 204\n")
     for name, host, port_ in databases:
-        complete += "\nbackend complete_%s\n    option httpchk\n" % name
+        databases_section += "    server %s %s:%d track complete_%s/%s\n" % (
+            name, host, port_, name, name)
+    for name, host, port_ in databases:
+        databases_section += "    server %s-any %s:%d backup check inter 500ms fall 2 rise 2\n" % (
+            name, host, port_)
+    for name, host, port_ in databases:
+        databases_section += "\nbackend complete_%s\n    option httpchk\n" % name
         for _, relay_host, relay_port in relays:
-            complete += ("    http-check connect addr %s port %d\n"
-                         "    http-check send meth GET uri /health/%s\n"
-                         "    http-check expect status 200\n" % (relay_host, relay_port, name))
-        complete += "    server %s %s:%d check inter 500ms fall 1 rise 2\n" % (name, host, port_)
-    return text % {"port": port, "stats": stats_port, "relay_servers": relay_servers,
-                   "tracked": tracked, "backups": backups, "complete": complete}
+            databases_section += ("    http-check connect addr %s port %d\n"
+                                  "    http-check send meth GET uri /health/%s\n"
+                                  "    http-check expect status 200\n"
+                                  % (relay_host, relay_port, name))
+        databases_section += "    server %s %s:%d check inter 500ms fall 1 rise 2\n" % (
+            name, host, port_)
+    return head + "\n" + databases_section + "\n" + stats
 
 
 def relay_config(port, servers):
