@@ -293,6 +293,7 @@ class ChunkedBackend(object):
     def __init__(self, parts, reset=False):
         self.parts, self.reset = parts, reset
         self.go = Event()
+        self.gone = Event()  # set when the relay closed the connection of an answer
         self.heads = []
         self.server = StreamServer(("127.0.0.1", 0), self.handle)
         self.server.start()
@@ -314,10 +315,14 @@ class ChunkedBackend(object):
                     continue
                 conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                              b"Transfer-Encoding: chunked\r\n\r\n")
-                for i, part in enumerate(self.parts):
-                    conn.sendall(b"%x\r\n%s\r\n" % (len(part), part))
-                    if i == 0:
-                        self.go.wait(5)
+                try:
+                    for i, part in enumerate(self.parts):
+                        conn.sendall(b"%x\r\n%s\r\n" % (len(part), part))
+                        if i == 0:
+                            self.go.wait(5)
+                except OSError:
+                    self.gone.set()
+                    return
                 if self.reset:
                     conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                     return
@@ -370,6 +375,18 @@ def test_a_backend_failing_mid_answer_breaks_the_clients_answer(relay, chunked, 
                 pass
         eventually(lambda: any("broke after" in m for m in caplog.messages))
     assert any(m.startswith("output a: a query's answer broke after") for m in caplog.messages)
+
+
+def test_a_client_that_goes_away_lets_go_of_the_backend(relay, chunked):
+    # The backend's rest is more than the sockets between it and the relay hold:
+    # sending it fails once the relay closed its connection.
+    a = chunked([b'{"results":[{"statement_id":0,"partial":true}]}\n'] + [b"x" * 65536] * 200)
+    r = relay(http_config(*outputs(a), listener_extra=ON))
+    resp = query(r, params="db=test&chunked=true", preload_content=False)
+    assert resp.read(10) == b'{"results"'
+    resp.connection.sock.shutdown(socket.SHUT_RDWR)  # the client leaves in mid-answer
+    a.go.set()
+    assert a.gone.wait(5), "the relay kept reading an answer nobody wanted"
 
 
 def test_a_backend_that_resets_before_its_first_byte_fails_over(relay, backends):
