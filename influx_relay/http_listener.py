@@ -110,7 +110,8 @@ class WriteApp(object):
             "/api/v1/prom/write": self.prom_write,
         }
         if cfg.query_enabled:
-            self.reads = Reads(cfg, fanout.outputs, self.read_body)
+            self.reads = Reads(cfg, fanout.outputs, self.read_body,
+                               self.peer_readiness if peers is not None else None)
             self.routes.update({"/query": self.query, "/api/v2/query": self.query_v2,
                                 "/api/v1/prom/read": self.prom_read})
         self.routes.update(routes or {})
@@ -454,6 +455,13 @@ class WriteApp(object):
         if request.method != "POST":
             return _not_allowed("POST", request.method)
         return self.reads.prom_read(request)
+
+    def peer_readiness(self, output):
+        """With workers: the other workers' /health/<output> answers, and how
+        many of them did not answer."""
+        views = [json.loads(body) for _, _, body in self.peers.ask(
+            "GET", "/health/" + quote(output.name, safe=""), listener=self.cfg.name)]
+        return views, self.peers.worker.count - 1 - len(views)
 
     def read_body(self, request, decode=True):
         """The request body, decoded, or a :class:`RequestError` (400, 408, 413, 415).

@@ -30,7 +30,9 @@ The rules a client can rely on:
 
 Readiness pings are cached ``health-cache-ms`` (shared with /health/<output>):
 queries cost at most one ping per output per period, and wait at most
-:data:`PING_TIMEOUT` for one.
+:data:`PING_TIMEOUT` for one. With ``workers``, an output this worker finds
+ready is asked of the other workers too (their own backlogs and gaps), one
+request on the control socket to each.
 """
 
 import bisect
@@ -44,6 +46,8 @@ import gevent
 
 from . import apiv2, logs
 from .errors import BackendError
+from .output import Readiness
+from .peers import merge_readiness
 from .responses import Response, error_response, retryable
 
 log = logging.getLogger(__name__)
@@ -329,10 +333,13 @@ class Reads(object):
     """The read routes of one listener, each ``handler(request) -> Response``
     (the listener checks the method first): :meth:`query`, :meth:`query_v2`,
     :meth:`prom_read`. ``read_body(request, decode=True)`` reads a body or
-    raises the listener's error (413, 415, ...)."""
+    raises the listener's error (413, 415, ...). With workers, ``others(output)``
+    is what the other workers say of an output's readiness: ``(views, missing)``,
+    their /health/<output> answers and how many did not answer."""
 
-    def __init__(self, cfg, outputs, read_body):
+    def __init__(self, cfg, outputs, read_body, others=None):
         self.read_body = read_body
+        self.others = others
         self.fallback = cfg.query_fallback
         self.cache_s = cfg.health_cache_ms / 1000.0
         self.ping_timeout = min(cfg.health_timeout_ms / 1000.0, PING_TIMEOUT)
@@ -431,7 +438,7 @@ class Reads(object):
         failed = None  # the last 5xx answer, passed on if nothing better comes
         states = []
         for output in outputs:
-            ready = output.readiness(self.cache_s, self.ping_timeout)
+            ready = self.readiness(output)
             states.append((output, ready))
             if ready.status != "ready":
                 continue
@@ -462,6 +469,22 @@ class Reads(object):
             message = "no output is up to answer queries: %s" % "; ".join(
                 "%s: %s" % (o.name, r.reason) for o, r in states)
         return error(503, message[:2000])
+
+    def readiness(self, output) -> Readiness:
+        """Whether ``output`` may serve reads: as this process sees it and, with
+        workers, as every other one does too (a backlog or gap in any of them
+        makes it not ready; a worker that does not answer vouches for nothing)."""
+        mine = output.readiness(self.cache_s, self.ping_timeout)
+        if self.others is None or mine.status != "ready":
+            return mine
+        views, missing = self.others(output)
+        if missing:
+            views = views + [{"status": "down", "reason": "%d other worker(s) did not answer"
+                                                          % missing}]
+        merged = merge_readiness([mine.as_dict()] + views)
+        return Readiness(merged["status"], merged.get("backlog_bytes", 0),
+                         merged.get("oldest_s", 0.0), merged.get("gap_points", 0),
+                         merged.get("reason", ""))
 
     def _try(self, output, method, body, headers, target, error, failures, failed):
         """``(Response, failed)``: the answer of ``output``'s backend for the

@@ -9,13 +9,12 @@ import socket
 import struct
 from urllib.parse import parse_qsl, urlencode
 
-import gevent
 import pytest
 import urllib3
 from gevent.event import Event
 from gevent.server import StreamServer
 
-from .conftest import body_json, buffered, error_of, eventually, http_config, point
+from .conftest import body_json, error_of, eventually, http_config, point
 
 ROWS = b'{"results":[{"statement_id":0,"series":[{"name":"m","columns":["time","v"],' \
        b'"values":[[1,1]]}]}]}\n'

@@ -7,7 +7,7 @@ import json
 import time
 import urllib.parse
 
-from .helpers import free_port, request
+from .helpers import Relay, free_port, request, wait_until
 
 #: Points written straight to influxd, then read back through the relay.
 POINTS = 2000000
@@ -95,3 +95,37 @@ def test_a_chunked_answer_of_millions_of_rows_streams_through_in_bounded_memory(
     assert (rows, backend) == (POINTS, "a")
     assert size > 1.5 * RSS_BOUND_MB * 1e6  # a relay that held the answer would break the bound
     assert peak - idle < RSS_BOUND_MB, "relay's peak RSS grew from %.1f to %.1f MB" % (idle, peak)
+
+
+def test_with_workers_an_output_one_worker_finds_incomplete_is_not_asked(
+        tmp_path, influxd_pair, db):
+    # One write while a is stopped: a has no retry buffer, so the worker that
+    # took the write records that a misses it (a gap). Once a is back, every
+    # query, whichever worker answers it, must go to b, though a is first in
+    # query-order and the other worker saw nothing wrong.
+    a, b = influxd_pair
+    port = free_port()
+    relay = Relay(tmp_path / "relay", (
+        'workers = 2\n[[http]]\nname = "main"\nbind-addr = "127.0.0.1:%d"\n'
+        'query-enabled = true\nquery-order = ["a", "b"]\n'
+        'output = [ { name = "a", location = "%s/", timeout = "2s" },\n'
+        '           { name = "b", location = "%s/", timeout = "2s" } ]\n'
+        % (port, a.url, b.url)), port).start()
+    q = "/query?db=%s&q=SHOW+MEASUREMENTS" % db
+    try:
+        wait_until(lambda: request("GET", relay.url + "/health/a").status == 200, 10,
+                   what="both workers answering")
+        assert request("GET", relay.url + q).headers["X-Relay-Backend"] == "a"
+        a.stop()
+        assert relay.write(b"m v=1 1", db=db).status == 204
+        a.restart()
+        wait_until(lambda: request("GET", relay.url + "/health/a").json().get("status") == "gap",
+                   10, what="a's gap, as the workers see it together")
+        answered = set()
+        for _ in range(20):  # each on a new connection: both workers answer some
+            r = request("GET", relay.url + q)
+            assert r.status == 200, r
+            answered.add(r.headers["X-Relay-Backend"])
+        assert answered == {"b"}
+    finally:
+        assert relay.stop() == 0

@@ -5,8 +5,7 @@ statement of a query; never a keyword inside a string, an identifier or a commen
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from influx_relay.query import (MAX_QUERY_CHARS, QueryTooComplex, WRITE_KEYWORDS,
-                                flux_write, influxql_write)
+from influx_relay.query import MAX_QUERY_CHARS, WRITE_KEYWORDS, QueryTooComplex, flux_write, influxql_write
 
 READS = [
     "SELECT * FROM m",
