@@ -653,6 +653,8 @@ class Endpoints:
     query: str = setting(_endpoint_path, "/query", key="query")
     write_prom: str = setting(_endpoint_path, "/api/v1/prom/write", key="write_prom")
     write_v2: str = setting(_endpoint_path, "/api/v2/write", key="write_v2")
+    query_v2: str = setting(_endpoint_path, "/api/v2/query", key="query_v2")
+    read_prom: str = setting(_endpoint_path, "/api/v1/prom/read", key="read_prom")
 
 
 def _endpoints(at, value):
@@ -684,8 +686,10 @@ class HTTPOutputConfig:
     port: int                # explicit, or 80/443 from the scheme
     endpoints: Endpoints = setting(_endpoints, defaults(Endpoints), doc=(
         "Paths on the backend, any subset; missing ones take these defaults: write "
-        "(InfluxDB 1.x writes), ping (GET /health pings it), query (POST /admin), "
-        "write_prom (Prometheus remote writes), write_v2 (InfluxDB 2.x writes)."))
+        "(InfluxDB 1.x writes), ping (GET /health pings it), query (POST /admin, and "
+        "/query with query-enabled), write_prom (Prometheus remote writes), write_v2 "
+        "(InfluxDB 2.x writes), query_v2 (/api/v2/query) and read_prom (Prometheus "
+        "remote reads), both with query-enabled."))
     timeout: float = setting(_positive_duration, "10s", doc=(
         "A write that does not complete in this time fails."))
     skip_tls_verification: bool = setting(_bool, False, doc=(

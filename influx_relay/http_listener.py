@@ -1,7 +1,8 @@
 """The HTTP listener: InfluxDB's /write, /api/v2/write and /ping, served by gevent.
 
 Also: /api/v1/prom/write (passed through as-is), /health, /status, and, when
-``admin-enabled``, /admin and /admin/flush.
+``admin-enabled``, /admin and /admin/flush; when ``query-enabled``, /query,
+/api/v2/query and /api/v1/prom/read (see :mod:`.query`).
 
 :class:`WriteApp` holds the request rules: it takes a
 :class:`~.httpserver.Request` and returns a :class:`~.responses.Response`.
@@ -30,6 +31,7 @@ from . import __version__, admin, apiv2, ledger as ledger_mod, lineprotocol, log
 from .errors import LineProtocolError
 from .filters import Router
 from .httpserver import BodyError, HTTPServer, Request
+from .query import Reads
 from .ratelimit import TokenBucket
 from .repairer import Repairer
 from .responses import WRITTEN, Response, error_response, json_response
@@ -112,6 +114,11 @@ class WriteApp(object):
             "/admin": self.admin,
             "/api/v1/prom/write": self.prom_write,
         }
+        if cfg.query_enabled:
+            self.reads = Reads(cfg, fanout.outputs, self.read_body,
+                               self.peer_readiness if peers is not None else None)
+            self.routes.update({"/query": self.query, "/api/v2/query": self.query_v2,
+                                "/api/v1/prom/read": self.prom_read})
         self.routes.update(routes or {})
         self.bounded = (self.write, self.write_v2, self.prom_write)
         self.budget = ByteBudget(MAX_BODY_BYTES_IN_FLIGHT)
@@ -480,6 +487,39 @@ class WriteApp(object):
                 headers[name] = value
         request.note = "prometheus bytes=%d" % len(body)
         return self.fanout.write(_prom_endpoint, query, body, headers)
+
+    # -- /query, /api/v2/query, /api/v1/prom/read (query-enabled: see query.py)
+
+    def query(self, request):
+        """InfluxDB's query, to one ready output."""
+        if request.method not in ("GET", "POST"):
+            return _not_allowed("GET, POST", request.method)
+        return self.reads.query(request)
+
+    def query_v2(self, request):
+        """InfluxDB 2.x's query, to one ready api = "v2" output; errors in 2.x's shape."""
+        if request.method == "OPTIONS":
+            return _not_allowed("POST", request.method)
+        if request.method != "POST":
+            response = apiv2.error_response(405, "method not allowed: %s" % request.method[:20])
+            return response._replace(headers=(("Allow", "POST"),))
+        try:
+            return self.reads.query_v2(request)
+        except RequestError as e:
+            return apiv2.error_response(e.status, e.message)._replace(headers=tuple(e.headers))
+
+    def prom_read(self, request):
+        """A Prometheus remote read, to one ready api = "v1" output."""
+        if request.method != "POST":
+            return _not_allowed("POST", request.method)
+        return self.reads.prom_read(request)
+
+    def peer_readiness(self, output):
+        """With workers: the other workers' /health/<output> answers, and how
+        many of them did not answer."""
+        views = [json.loads(body) for _, _, body in self.peers.ask(
+            "GET", "/health/" + quote(output.name, safe=""), listener=self.cfg.name)]
+        return views, self.peers.worker.count - 1 - len(views)
 
     def read_body(self, request, decode=True):
         """The request body, decoded, or a :class:`RequestError` (400, 408, 413, 415).

@@ -89,13 +89,15 @@ class ConnectionPool(object):
         return self._send(head, body, method == "HEAD", stream=True)
 
     def _head(self, method, target, body, headers):
-        out = ["%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: %s\r\nAccept-Encoding: identity\r\n"
-               "Content-Length: %d\r\n" % (method, http11.safe_target(target), self.host_header,
-                                           USER_AGENT, len(body))]
+        out = ["%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: %s\r\nContent-Length: %d\r\n"
+               % (method, http11.safe_target(target), self.host_header, USER_AGENT, len(body))]
+        encoding = "Accept-Encoding: identity\r\n"  # unless the caller asks for more (a query's gzip)
         for name, value in headers:
             http11.check_field(name, value)
+            if name == "Accept-Encoding":
+                encoding = ""
             out.append("%s: %s\r\n" % (name, value))
-        out.append("\r\n")
+        out.append(encoding + "\r\n")
         return "".join(out).encode("latin-1")
 
     def _send(self, head, body, no_body, stream):

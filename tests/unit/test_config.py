@@ -138,6 +138,8 @@ def test_veepee_format_loads():
         query="/influx/query",
         write_prom="/influx/api/v1/prom/write",
         write_v2="/influx/api/v2/write",
+        query_v2="/influx/api/v2/query",
+        read_prom="/influx/api/v1/prom/read",
     )
     assert cfg.udp[0].outputs[0].mtu == 1500
 
@@ -150,20 +152,23 @@ def test_veepee_format_loads():
          ("http", "127.0.0.1", 8086, Endpoints())),
         ("http://h:8086/influx/write", None,
          ("http", "h", 8086, Endpoints("/influx/write", "/influx/ping", "/influx/query",
-                                       "/influx/api/v1/prom/write", "/influx/api/v2/write"))),
+                                       "/influx/api/v1/prom/write", "/influx/api/v2/write",
+                                       "/influx/api/v2/query", "/influx/api/v1/prom/read"))),
         ("https://h/write", None, ("https", "h", 443, Endpoints())),
         # An InfluxDB 2.x write URL: what is before /api/v2/write is the prefix.
         ("http://h:8086/api/v2/write", None, ("http", "h", 8086, Endpoints())),
         ("http://h/x/api/v2/write", None,
          ("http", "h", 80, Endpoints("/x/write", "/x/ping", "/x/query",
-                                     "/x/api/v1/prom/write", "/x/api/v2/write"))),
+                                     "/x/api/v1/prom/write", "/x/api/v2/write",
+                                     "/x/api/v2/query", "/x/api/v1/prom/read"))),
         # A base URL: its path is a prefix.
         ("http://h:8086/", None, ("http", "h", 8086, Endpoints())),
         ("http://h:8086", None, ("http", "h", 8086, Endpoints())),
         ("http://h", None, ("http", "h", 80, Endpoints())),
         ("http://h:8086/influx/", None,
          ("http", "h", 8086, Endpoints("/influx/write", "/influx/ping", "/influx/query",
-                                       "/influx/api/v1/prom/write", "/influx/api/v2/write"))),
+                                       "/influx/api/v1/prom/write", "/influx/api/v2/write",
+                                       "/influx/api/v2/query", "/influx/api/v1/prom/read"))),
         ("http://[::1]:8086/", None, ("http", "::1", 8086, Endpoints())),
         ("https://[2001:db8::1]/", None, ("https", "2001:db8::1", 443, Endpoints())),
         # With endpoints, location is always a base URL.
@@ -172,10 +177,11 @@ def test_veepee_format_loads():
          ("http", "h", 8086, Endpoints(write="/api/v2/write", query="/q"))),
         ("http://h/p/", '{write="/w"}',
          ("http", "h", 80, Endpoints("/p/w", "/p/ping", "/p/query", "/p/api/v1/prom/write",
-                                       "/p/api/v2/write"))),
+                                       "/p/api/v2/write", "/p/api/v2/query", "/p/api/v1/prom/read"))),
         ("http://h/write", "{}",
          ("http", "h", 80, Endpoints("/write/write", "/write/ping", "/write/query",
-                                     "/write/api/v1/prom/write", "/write/api/v2/write"))),
+                                     "/write/api/v1/prom/write", "/write/api/v2/write",
+                                     "/write/api/v2/query", "/write/api/v1/prom/read"))),
     ],
 )
 def test_http_location_and_endpoints(location, endpoints, expected):
