@@ -74,6 +74,7 @@ class Fanout(object):
             def request_of(output):
                 return (endpoint_of(output),) + tuple(translate(output, query, headers))
         results = Queue()
+        outcome = _Outcome()
         sends = []
         for output in targets:
             if output.direct:
@@ -87,7 +88,7 @@ class Fanout(object):
                 continue
             endpoint, out_query, out_headers = request_of(output)
             out_body = body if bodies is None else bodies[output]
-            send = _Send(output, endpoint, results, out_query, out_headers, out_body)
+            send = _Send(output, endpoint, results, outcome, out_query, out_headers, out_body)
             workers.spawn(run, send, out_query, out_body, out_headers)
             sends.append(send)
         if not sends:
@@ -152,13 +153,14 @@ class Fanout(object):
 class _Send(object):
     """One direct request of one write to one output."""
 
-    __slots__ = ("output", "endpoint", "results", "state", "sent", "decided", "acked", "entry",
-                 "started", "query", "headers", "body")
+    __slots__ = ("output", "endpoint", "results", "outcome", "state", "sent", "decided", "acked",
+                 "entry", "started", "query", "headers", "body")
 
-    def __init__(self, output, endpoint, results, query, headers, body):
+    def __init__(self, output, endpoint, results, outcome, query, headers, body):
         self.output = output
         self.endpoint = endpoint
         self.results = results
+        self.outcome = outcome
         self.query, self.headers, self.body = query, headers, body
         self.state = _IN_FLIGHT
         self.sent = self.entry = None
@@ -176,6 +178,10 @@ class _Send(object):
         self.started = True
         self.sent = self.output.send(self.endpoint, query, body, headers)
         self.state = _STATE[self.sent.result]
+        if self.state == _OK:
+            self.outcome.stored()
+        elif self.state == _REJECTED:
+            self.outcome.refused(self)
         if not self.decided:
             self.results.put(self)
             return
@@ -185,18 +191,17 @@ class _Send(object):
         elif self.state != _OK:
             self.report()
 
+    def key(self):
+        return (self.endpoint, self.query, tuple(sorted(self.headers.items())))
+
     def report(self):
         """Log a failure to take the write, saying whether it is kept for a retry;
         a failed write another backend took, with no buffer to keep it, is missed."""
         if self.state in (_OK, _SKIPPED):
             return
-        if self.acked:
-            key = (self.endpoint, self.query, tuple(sorted(self.headers.items())))
-            if self.state == _FAILED and not self.output.has_buffer:
-                self.output.missed(self.sent, key, self.body)
-                return
-            if self.state == _REJECTED:
-                self.output.refused(self.sent, key, self.body)
+        if self.acked and self.state == _FAILED and not self.output.has_buffer:
+            self.output.missed(self.sent, self.key(), self.body)
+            return
         # A failure took the backend down or found it down: Output.answered()
         # announced that once. A rejection is news each time.
         level = logging.WARNING if self.state == _REJECTED else logging.DEBUG
@@ -205,6 +210,31 @@ class _Send(object):
             log.log(level, "write to %s failed: %s (buffered for retry)", self.output, reason)
         else:
             log.log(level, "write to %s failed: %s", self.output, reason)
+
+
+class _Outcome(object):
+    """What one write came to on every output, as their answers come (before the
+    client's answer and after): a backend that refused (4xx) a write another
+    stored now differs from it, and the gap ledger must say so, whichever came
+    first (say, a database that exists on one backend only)."""
+
+    __slots__ = ("taken", "refusals")
+
+    def __init__(self):
+        self.taken = False
+        self.refusals = []
+
+    def stored(self):
+        self.taken = True
+        refusals, self.refusals = self.refusals, []
+        for send in refusals:
+            send.output.refused(send.sent, send.key(), send.body)
+
+    def refused(self, send):
+        if self.taken:
+            send.output.refused(send.sent, send.key(), send.body)
+        else:
+            self.refusals.append(send)
 
 
 def _sync(outputs):

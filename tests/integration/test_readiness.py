@@ -64,3 +64,19 @@ def test_pings_are_cached_so_a_checker_does_not_add_traffic(relay, backends):
     assert pings(a) == 1  # twenty checks at once, and later ones: one ping
     assert health(r, "b0")[0] == 200
     assert pings(a) == 1
+
+
+def test_a_write_one_backend_refuses_and_another_stores_is_a_gap(relay, backends):
+    """The client hears the first answer (a 404: no such database on b0), but b1
+    stored the point: the two now differ, and b0's readiness says so."""
+    a, b = backends(), backends()
+    a.mode = lambda q: ("status", 204, b"") if q.path == "/ping" else (
+        "status", 404, b'{"error":"database not found: \\"only_on_b\\""}')
+    b.mode = ("slow", 0.2, 204)  # answers after the client got a's 404
+    r = relay(http_config(a, b))
+    assert r.write(point(7), query="db=only_on_b").status == 404
+    gap = eventually(lambda: health(r, "b0")[1] if health(r, "b0")[1]["status"] == "gap" else None)
+    assert gap["gap_points"] == 1
+    ranges = body_json(r.get("/status"))["outputs"]["b0"]["gaps"]["ranges"]
+    assert [(x["db"], x["reasons"]) for x in ranges] == [("only_on_b", {"rejected 404": 1})]
+    assert health(r, "b1")[0] == 200
