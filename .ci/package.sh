@@ -42,6 +42,9 @@ PY=/usr/bin/python3
 
 say() { printf '\n== %s (%ss)\n' "$*" "$(($(date +%s) - START))"; }
 fail() { printf 'package.sh: FAIL: %s\n' "$*" >&2; exit 1; }
+# grep -q leaves at the first match; under pipefail the writer's SIGPIPE would then
+# fail the check at random (it did, on the .rpm's file list). has() reads it all.
+has() { grep "$@" >/dev/null; }
 t() { local secs=$1; shift; timeout -k 10 "$secs" "$@"; }
 
 [ "$(id -u)" = 0 ] || fail "run as root (debootstrap, chroot and mount need it)"
@@ -164,19 +167,19 @@ for f in /usr/bin/influx-relay /usr/bin/influxdb-relay \
 	/lib/systemd/system/influxdb-relay.service /usr/share/man/man1/influx-relay.1.gz \
 	/usr/share/man/man1/influxdb-relay.1.gz /usr/share/doc/influxdb-relay/copyright \
 	/usr/share/influxdb-relay/grafana-dashboard.json /usr/share/influxdb-relay/prometheus-rules.yml; do
-	grep -qx "$f" "$WORK/deb-files" || fail ".deb lacks $f"
+	has -x "$f" "$WORK/deb-files" || fail ".deb lacks $f"
 done
 # The unit and the init script are packaging/'s, the tree's only copies (the .rpm's too).
 dpkg-deb --fsys-tarfile "$DEB" | tar -xOf - ./lib/systemd/system/influxdb-relay.service |
 	cmp -s - "$PRISTINE/packaging/influxdb-relay.service" || fail ".deb's unit is not packaging/'s"
 dpkg-deb --fsys-tarfile "$DEB" | tar -xOf - ./etc/init.d/influxdb-relay |
 	cmp -s - "$PRISTINE/packaging/influxdb-relay.init" || fail ".deb's init script is not packaging/'s"
-dpkg-deb --ctrl-tarfile "$DEB" | tar -xOf - ./conffiles | grep -qx /etc/influxdb-relay/influxdb-relay.conf ||
+dpkg-deb --ctrl-tarfile "$DEB" | tar -xOf - ./conffiles | has -x /etc/influxdb-relay/influxdb-relay.conf ||
 	fail "the config is not a conffile"
 dpkg-deb --fsys-tarfile "$DEB" | tar -xOf - ./etc/influxdb-relay/influxdb-relay.conf |
-	grep -qx 'state-dir = "/var/lib/influxdb-relay"' || fail "the packaged config keeps no gap ledger"
+	has -x 'state-dir = "/var/lib/influxdb-relay"' || fail "the packaged config keeps no gap ledger"
 for dep in python3-gevent python3-urllib3 python3-click adduser; do
-	dpkg-deb -f "$DEB" Depends | grep -qw "$dep" || fail ".deb does not depend on $dep"
+	dpkg-deb -f "$DEB" Depends | has -w "$dep" || fail ".deb does not depend on $dep"
 done
 
 say "lintian"
@@ -197,23 +200,23 @@ rpm -qpl "$RPM" | tee "$WORK/rpm-files"
 for f in /usr/bin/influx-relay /usr/bin/influxdb-relay /etc/influxdb-relay/influxdb-relay.conf \
 	/usr/lib/systemd/system/influxdb-relay.service /var/lib/influxdb-relay \
 	/usr/share/influxdb-relay/grafana-dashboard.json /usr/share/influxdb-relay/prometheus-rules.yml; do
-	grep -qx "$f" "$WORK/rpm-files" || fail ".rpm lacks $f"
+	has -x "$f" "$WORK/rpm-files" || fail ".rpm lacks $f"
 done
-grep -q '/site-packages/influx_relay/cli.py$' "$WORK/rpm-files" || fail ".rpm lacks the package"
-grep -q '^/usr/share/man/man1/influx-relay.1' "$WORK/rpm-files" || fail ".rpm lacks the man page"
+has '/site-packages/influx_relay/cli.py$' "$WORK/rpm-files" || fail ".rpm lacks the package"
+has '^/usr/share/man/man1/influx-relay.1' "$WORK/rpm-files" || fail ".rpm lacks the man page"
 echo "-- rpm -qpR"
 rpm -qpR "$RPM" | tee "$WORK/rpm-requires"
 for dep in python3-gevent python3-urllib3 python3-click shadow-utils systemd; do
-	grep -q "^$dep\\b" "$WORK/rpm-requires" || fail ".rpm does not require $dep"
+	has "^$dep\\b" "$WORK/rpm-requires" || fail ".rpm does not require $dep"
 done
 rpm -qp --qf '[%{FILEFLAGS:fflags} %{FILENAMES}\n]' "$RPM" |
-	grep -qx 'cn /etc/influxdb-relay/influxdb-relay.conf' || fail "the config is not %config(noreplace)"
+	has -x 'cn /etc/influxdb-relay/influxdb-relay.conf' || fail "the config is not %config(noreplace)"
 rpm -qp --qf '[%{FILEMODES:perms} %{FILEUSERNAME}:%{FILEGROUPNAME} %{FILENAMES}\n]' "$RPM" |
-	grep -qx 'drwxr-x--- influxdb-relay:influxdb-relay /var/lib/influxdb-relay' ||
+	has -x 'drwxr-x--- influxdb-relay:influxdb-relay /var/lib/influxdb-relay' ||
 	fail "/var/lib/influxdb-relay is not the relay user's"
-rpm -qp --scripts "$RPM" | grep -q 'useradd -r -g influxdb-relay' || fail "%pre does not add the user"
+rpm -qp --scripts "$RPM" | has 'useradd -r -g influxdb-relay' || fail "%pre does not add the user"
 rpm -qp --qf '[%{FILEMODES:perms} %{FILEUSERNAME}:%{FILEGROUPNAME} %{FILENAMES}\n]' "$RPM" |
-	grep -qx -- '-rw-r----- root:influxdb-relay /etc/influxdb-relay/influxdb-relay.conf' ||
+	has -x -- '-rw-r----- root:influxdb-relay /etc/influxdb-relay/influxdb-relay.conf' ||
 	fail "the config is not 0640 root:influxdb-relay"
 
 # ---------------------------------------------------------------------------
@@ -325,7 +328,7 @@ dpkg_status() { inroot dpkg-query -W -f='${db:Status-Abbrev}${Version}' influxdb
 say "what the package installed"
 status_is "ii $VERSION"
 inroot influx-relay --version
-inroot influxdb-relay --version | grep -q "$VERSION" || fail "influxdb-relay --version"
+inroot influxdb-relay --version | has "$VERSION" || fail "influxdb-relay --version"
 inroot getent passwd influxdb-relay | tee "$WORK/passwd"
 IFS=: read -r _ _ RELAY_UID RELAY_GID _ RELAY_HOME RELAY_SHELL <"$WORK/passwd"
 [ "$RELAY_HOME" = /var/lib/influxdb-relay ] || fail "home is $RELAY_HOME"
@@ -335,7 +338,7 @@ inroot getent group influxdb-relay >/dev/null || fail "no group influxdb-relay"
 [ "$(inroot stat -c '%U:%G %a' /var/lib/influxdb-relay)" = "influxdb-relay:influxdb-relay 750" ] ||
 	fail "/var/lib/influxdb-relay: $(inroot stat -c '%U:%G %a' /var/lib/influxdb-relay)"
 [ ! -d "$ROOT/home/influxdb-relay" ] || fail "a home directory was made"
-inroot dpkg-query -W -f='${Conffiles}\n' influxdb-relay | grep -q " $CONF " || fail "$CONF is not a conffile"
+inroot dpkg-query -W -f='${Conffiles}\n' influxdb-relay | has " $CONF " || fail "$CONF is not a conffile"
 [ "$(inroot stat -c '%U:%G %a' "$CONF")" = "root:influxdb-relay 640" ] ||
 	fail "$CONF: $(inroot stat -c '%U:%G %a' "$CONF") (it may hold credentials)"
 ls "$ROOT"/etc/rc2.d/S*influxdb-relay >/dev/null || fail "update-rc.d did not enable the init script"
@@ -409,8 +412,8 @@ rc=0; inroot "$INIT" reload >"$WORK/reload.out" 2>&1 || rc=$?
 cat "$WORK/reload.out"
 [ "$rc" != 0 ] || fail "reload accepted a broken config"
 # The status line ends with "failed!"; the reason follows on a line of its own.
-grep -qx 'Reloading .*: influxdb-relay failed!' "$WORK/reload.out" &&
-	grep -A1 'failed!$' "$WORK/reload.out" | tail -1 | grep -q '^influx-relay: .*invalid TOML' ||
+has -x 'Reloading .*: influxdb-relay failed!' "$WORK/reload.out" &&
+	grep -A1 'failed!$' "$WORK/reload.out" | tail -1 | has '^influx-relay: .*invalid TOML' ||
 	fail "a failed reload does not print 'failed!' and then the error on its own line"
 alive "$PID" || fail "a refused reload stopped the relay"
 write_conf
