@@ -150,6 +150,72 @@ def gaps(config_path, listener):
     click.echo(control.gaps_lines(_ask(lambda: client.get_json("/status"))))
 
 
+@cli.command()
+@_config_option
+@_listener_option
+@click.option("--output", "-o", "outputs", multiple=True, metavar="NAME",
+              help="Repair only this output (may be given again; default: every output).")
+@click.option("--dry-run", is_flag=True, help="Show what would be copied from where, copy nothing.")
+def repair(config_path, listener, outputs, dry_run):
+    """Copy back what outputs miss (the gap ledger) from complete peers, and wait.
+
+    Asks the running relay (its admin endpoint: the listener needs admin-enabled),
+    shows the progress, and exits 0 once those outputs miss nothing, 1 naming
+    what could not be repaired.
+    """
+    from urllib.parse import urlencode
+
+    from . import control
+
+    client = _client(config_path, listener)
+    if not client.listener.admin_enabled:
+        click.echo("influx-relay: repair asks the relay's /admin/repair, and listener %r of %s "
+                   "does not serve it: set admin-enabled = true (and admin-token) there"
+                   % (client.listener.name, config_path), err=True)
+        sys.exit(2)
+    query = urlencode([("output", o) for o in outputs] + ([("dry_run", "true")] if dry_run else []))
+    status, body = _ask(lambda: client.request("POST", "/admin/repair?" + query, admin=True))
+    if status not in (200, 202):
+        click.echo("influx-relay: %s answered %d: %s" % (client.where, status, control._error(body)),
+                   err=True)
+        sys.exit(1)
+    if dry_run:
+        click.echo(control.plan_lines(body["plan"]))
+        return
+    tty = sys.stdout.isatty()
+    last = 0.0
+    while True:
+        job = body["repair"]
+        now = time.monotonic()
+        if tty:
+            click.echo("\r%s %s  " % (control.progress_bar(job), control.repair_line(job)), nl=False)
+        elif now - last >= 5 or job["state"] != "running":
+            click.echo("%s %s" % (control.progress_bar(job), control.repair_line(job)))
+            last = now
+        if job["state"] != "running":
+            break
+        time.sleep(0.5)
+        body = _ask(lambda: client.get_json("/admin/repair", admin=True))
+    if tty:
+        click.echo("")
+    left = _ask(lambda: client.get_json("/status"))["outputs"]
+    wanted = set(outputs) or set(left)
+    missing = {name: o["gaps"]["points"] for name, o in left.items()
+               if name in wanted and o.get("gaps", {}).get("points")}
+    if not missing:
+        click.echo("repaired: %s miss nothing the others hold" % ", ".join(sorted(wanted)))
+        return
+    for task in job.get("tasks", []):
+        if task["state"] != "done":
+            click.echo("not repaired: %s %s/%s %s to %s: %s" % (
+                task["output"], task["db"] or "(unknown)", task["rp"] or "(default)",
+                control.when(task["start"]), control.when(task["end"]), task.get("reason", "")),
+                err=True)
+    click.echo("influx-relay: still missing: %s" % ", ".join(
+        "%s %d point(s)" % kv for kv in sorted(missing.items())), err=True)
+    sys.exit(1)
+
+
 def _describe_filter(f):
     """What a [[filter]] lets through, as the config says it."""
     parts = []

@@ -152,7 +152,7 @@ def status_lines(body):
     return "\n".join(lines)
 
 
-def _when(ns):
+def when(ns):
     return datetime.fromtimestamp(ns / 1e9, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
@@ -161,8 +161,8 @@ def gaps_lines(body):
     rows = []
     for name, o in body.get("outputs", {}).items():
         for r in o.get("gaps", {}).get("ranges", []):
-            rows.append([name, r["db"] or "(unknown)", r["rp"] or "(default)", _when(r["start"]),
-                         _when(r["end"]), count(r["points"]),
+            rows.append([name, r["db"] or "(unknown)", r["rp"] or "(default)", when(r["start"]),
+                         when(r["end"]), count(r["points"]),
                          ", ".join("%s %d" % kv for kv in sorted(r["reasons"].items()))])
     head = "listener %s: " % json.dumps(body.get("listener"))
     if not rows:
@@ -194,3 +194,13 @@ def progress_bar(job, width=30):
     share = min(1.0, job.get("points_copied", 0) / total)
     filled = int(round(share * width))
     return "[%s%s] %3d%%" % ("#" * filled, "." * (width - filled), share * 100)
+
+
+def plan_lines(plan):
+    """``influx-relay repair --dry-run``: each range, and the peer it would come from."""
+    if not plan:
+        return "nothing to repair: no output misses points the others hold"
+    rows = [[p["output"], p["db"] or "(unknown)", p["rp"] or "(default)", when(p["start"]),
+             when(p["end"]), count(p["points"]), p.get("from") or "-", p.get("reason", "")]
+            for p in plan]
+    return table(rows, ["OUTPUT", "DB", "RP", "FROM", "TO", "POINTS", "COPY FROM", "WHY NOT"])
