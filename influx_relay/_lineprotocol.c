@@ -1,0 +1,639 @@
+/* The line scanner of influx_relay.lineprotocol, in C.
+ *
+ * scan(body, ts) and prepare(body, ts) give exactly what the pure-Python
+ * functions of lineprotocol.py give, for every body: the same lines, the same
+ * ``changed``, the same LineProtocolError (line number, line, reason). The
+ * Python module is the reference; this file follows its structure, quirks
+ * included, and names the Python function each part stands for:
+ *
+ *   - a body holding a '"' or an escaped newline is split where InfluxDB's
+ *     scanner ends lines (split_lines) and each line is checked by the _LINE
+ *     pattern (_scan_general);
+ *   - any other body is split on "\n" and each line is split on spaces
+ *     (_simple_line), or checked by _LINE when it holds a backslash
+ *     (_match_line). (_scan_plain, the Python fast path, gives what this
+ *     gives whenever it applies: tests/unit/test_lineprotocol.py checks it.)
+ *
+ * _LINE is a backtracking regular expression; match_line() below finds the
+ * match Python's re finds (the first in its order of trying), which is what
+ * decides whether a line is accepted and whether it has a timestamp. See the
+ * comment above match_line() for why no other backtracking can happen.
+ *
+ * Every read is bounded by the length of the buffer: a body is never assumed
+ * to end with a newline or a NUL.
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <string.h>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+static PyObject *LineProtocolError;
+
+/* ------------------------------------------------------------------------ */
+/* Character classes                                                         */
+
+/* bytes.strip()'s whitespace: ASCII space, \t, \n, \r, \v, \f */
+#define IS_WS(c) ((c) == ' ' || ((c) >= '\t' && (c) <= '\r'))
+
+/* Flags of each byte value: which searches stop at it. */
+enum {
+    STOP_KEY = 1,     /* split_lines, before the first space: \ SP \n */
+    STOP_FIELDS = 2,  /* split_lines, outside a string: \ " \n = , */
+    STOP_STRING = 4,  /* split_lines and _LINE, in a string: \ " */
+    STOP_FKEY = 8,    /* _LINE, a key (and a field key but for "=" ","): \ SP \n */
+    STOP_FIELD = 16,  /* _LINE, a field key: \ SP \n = , */
+    STOP_VALUE = 32,  /* _LINE, an unquoted value: \ SP \n , " \r */
+};
+
+static unsigned char stops[256];
+
+static void
+init_stops(void)
+{
+    const char *s;
+    for (s = "\\ \n"; *s; s++) stops[(unsigned char)*s] |= STOP_KEY | STOP_FKEY;
+    for (s = "\\\"\n=,"; *s; s++) stops[(unsigned char)*s] |= STOP_FIELDS;
+    for (s = "\\\""; *s; s++) stops[(unsigned char)*s] |= STOP_STRING;
+    for (s = "\\ \n=,"; *s; s++) stops[(unsigned char)*s] |= STOP_FIELD;
+    for (s = "\\ \n,\"\r"; *s; s++) stops[(unsigned char)*s] |= STOP_VALUE;
+}
+
+/* The first i in [i, n) where b[i] has flag ``f``, or n. */
+static inline Py_ssize_t
+skip_to(const unsigned char *b, Py_ssize_t i, Py_ssize_t n, unsigned char f)
+{
+    while (i + 4 <= n) {
+        if (stops[b[i]] & f) return i;
+        if (stops[b[i + 1]] & f) return i + 1;
+        if (stops[b[i + 2]] & f) return i + 2;
+        if (stops[b[i + 3]] & f) return i + 3;
+        i += 4;
+    }
+    while (i < n && !(stops[b[i]] & f)) i++;
+    return i;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Where a line ends: split_lines (InfluxDB's scanLine)                      */
+
+/* The end of the line that starts at ``i``: its newline, or n. */
+static Py_ssize_t
+line_end(const unsigned char *b, Py_ssize_t i, Py_ssize_t n)
+{
+    Py_ssize_t balance = 0; /* "=" minus "," since the first space, outside strings */
+    unsigned char c;
+
+    /* The key: a backslash escapes the byte after it (when two more follow). */
+    for (;;) {
+        i = skip_to(b, i, n, STOP_KEY);
+        if (i >= n) return n;
+        c = b[i];
+        if (c == '\\') { i += (i + 2 < n) ? 2 : 1; continue; }
+        if (c == '\n') return i;
+        i++; /* the first space: the field section starts */
+        break;
+    }
+    for (;;) {
+        /* Outside a string. */
+        i = skip_to(b, i, n, STOP_FIELDS);
+        if (i >= n) return n;
+        c = b[i];
+        if (c == '\\') { i += (i + 2 < n) ? 2 : 1; continue; }
+        if (c == '\n') return i;
+        if (c == '=') { balance++; i++; continue; }
+        if (c == ',') { balance--; i++; continue; }
+        /* '"' */
+        i++;
+        if (balance <= 0) continue;
+        /* In a string, up to its closing quote: a newline does not end the line. */
+        for (;;) {
+            i = skip_to(b, i, n, STOP_STRING);
+            if (i >= n) return n;
+            if (b[i] == '\\') { i += (i + 2 < n) ? 2 : 1; continue; }
+            i++; /* the closing '"' */
+            break;
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* The _LINE pattern                                                         */
+/*
+ *   [ \t]*  KEY  " +"  FIELD ("," FIELD)*  (" +" -?[0-9]+)?  " *"  \r?  (?=\n|\Z)
+ *
+ *   KEY   = K1 K*         K1 = [^ \\\n,] | \\.     K = [^ \\\n] | \\.
+ *   FIELD = (?:[^ \\\n=,]|\\.)+ = ( "(?:[^"\\]|\\.)*" | (?:[^ \\\n,"\r]|\\.|\r(?!\n|\Z))+ )
+ *
+ * Each repetition's alternatives start with different bytes, and what may
+ * follow a repetition can never be its own next byte, so once the key's start
+ * is chosen every part matches the longest run it can and the engine never
+ * finds another way through (a shorter run leaves a byte that the next part
+ * refuses). The one real choice is where the key starts: "[ \t]*" takes the
+ * whole blank prefix first, then gives back one byte at a time, and a tab it
+ * gives back may start the key (K1 matches a tab). So the candidates are the
+ * end of the blank prefix, then each tab in it from the right; the first one
+ * with a match wins, even when that match stops at a newline inside the line
+ * (the caller then refuses the line, as m.end() != len(line) does).
+ *
+ * A candidate's outcome depends only on where its key ends, and the tabs of a
+ * run share that end: a run is tried once, which keeps the search linear.
+ */
+
+/* K* from p: the end of the key (a space, a newline, the end, or a backslash
+ * with nothing after it). */
+static inline Py_ssize_t
+key_run(const unsigned char *L, Py_ssize_t p, Py_ssize_t n)
+{
+    for (;;) {
+        p = skip_to(L, p, n, STOP_FKEY);
+        if (p < n && L[p] == '\\' && p + 1 < n) { p += 2; continue; }
+        return p;
+    }
+}
+
+/* The rest of the pattern from the space after the key at p. Returns 1 and
+ * sets *mend (where the match ends) and *has_ts, or 0. */
+static int
+match_after_key(const unsigned char *L, Py_ssize_t p, Py_ssize_t n,
+                Py_ssize_t *mend, int *has_ts)
+{
+    Py_ssize_t q, r, s, t, d, e;
+
+    while (p < n && L[p] == ' ') p++;
+    for (;;) {
+        /* The field key, then "=". */
+        q = p;
+        for (;;) {
+            q = skip_to(L, q, n, STOP_FIELD);
+            if (q < n && L[q] == '\\' && q + 1 < n) { q += 2; continue; }
+            break;
+        }
+        if (q == p || q >= n || L[q] != '=') return 0;
+        q++;
+        if (q < n && L[q] == '"') {
+            /* A string, up to the first unescaped '"'. */
+            r = q + 1;
+            for (;;) {
+                r = skip_to(L, r, n, STOP_STRING);
+                if (r >= n) return 0;
+                if (L[r] == '"') break;
+                if (r + 1 >= n) return 0; /* a backslash with nothing after it */
+                r += 2;
+            }
+            q = r + 1;
+        } else {
+            /* An unquoted value; a "\r" in it only when not before "\n" or the end. */
+            r = q;
+            for (;;) {
+                r = skip_to(L, r, n, STOP_VALUE);
+                if (r >= n) break;
+                if (L[r] == '\\') {
+                    if (r + 1 < n) { r += 2; continue; }
+                    break;
+                }
+                if (L[r] == '\r' && r + 1 < n && L[r + 1] != '\n') { r++; continue; }
+                break;
+            }
+            if (r == q) return 0;
+            q = r;
+        }
+        if (q < n && L[q] == ',') { p = q + 1; continue; }
+        break;
+    }
+    /* " +" and a timestamp, then " *", "\r?" and a newline or the end. */
+    s = q;
+    while (s < n && L[s] == ' ') s++;
+    if (s > q) {
+        t = s;
+        if (t < n && L[t] == '-') t++;
+        d = t;
+        while (d < n && L[d] >= '0' && L[d] <= '9') d++;
+        if (d > t) {
+            e = d;
+            while (e < n && L[e] == ' ') e++;
+            if (e < n && L[e] == '\r') e++;
+            if (e == n || L[e] == '\n') { *mend = e; *has_ts = 1; return 1; }
+        }
+    }
+    e = s;
+    if (e < n && L[e] == '\r') e++;
+    if (e == n || L[e] == '\n') { *mend = e; *has_ts = 0; return 1; }
+    return 0;
+}
+
+/* _LINE.match(line): 1 with *mend and *has_ts set, or 0 (no match). */
+static int
+match_line(const unsigned char *L, Py_ssize_t n, Py_ssize_t *mend, int *has_ts)
+{
+    Py_ssize_t w = 0, j, ke, failed = -1;
+
+    while (w < n && (L[w] == ' ' || L[w] == '\t')) w++;
+    ke = key_run(L, w, n);
+    /* The key right after the blank prefix: K1 is not ",", "\n" or a lone "\\". */
+    if (w < n && L[w] != ',' && L[w] != '\n' && !(L[w] == '\\' && w + 1 >= n)) {
+        if (ke < n && L[ke] == ' ' && match_after_key(L, ke, n, mend, has_ts)) return 1;
+        failed = ke;
+    }
+    /* The key from a tab of the prefix, rightmost first. */
+    for (j = w - 1; j >= 0; j--) {
+        if (j + 1 < w && L[j + 1] == ' ') ke = j + 1;
+        if (L[j] != '\t' || ke == failed) continue;
+        if (ke < n && L[ke] == ' ' && match_after_key(L, ke, n, mend, has_ts)) return 1;
+        failed = ke;
+    }
+    return 0;
+}
+
+/* _reason(line): why a line the pattern refused is bad. */
+static const char *
+reason(const unsigned char *b, Py_ssize_t s, Py_ssize_t e)
+{
+    Py_ssize_t i, quotes = 0;
+    int space = 0;
+
+    while (s < e && IS_WS(b[s])) s++;
+    while (e > s && IS_WS(b[e - 1])) e--;
+    if (s < e && b[s] == ',') return "missing measurement";
+    for (i = s; i < e; i++) {
+        if (b[i] == ' ' && (i == s || b[i - 1] != '\\')) { space = 1; break; }
+    }
+    if (!space) return "missing fields";
+    for (i = s; i < e; i++) quotes += b[i] == '"';
+    if (quotes % 2) return "unbalanced quotes";
+    return "invalid field format";
+}
+
+/* ------------------------------------------------------------------------ */
+/* What comes out: a list of lines (scan) or one body (prepare)              */
+
+typedef struct {
+    PyObject *body_obj;
+    const unsigned char *body;
+    Py_ssize_t n;
+    const char *ts;
+    Py_ssize_t tslen;
+    int changed;
+    Py_ssize_t points;
+    /* scan(): the lines */
+    PyObject *list;
+    /* prepare(): the new body, made once a line differs (NULL until then) */
+    int prepare;
+    PyObject *out;
+    Py_ssize_t used, cap;
+    Py_ssize_t last_end; /* while nothing changed: where the last line kept ends */
+} Out;
+
+static int
+out_reserve(Out *o, Py_ssize_t more)
+{
+    Py_ssize_t need, cap;
+    if (o->used + more <= o->cap) return 0;
+    if (more > PY_SSIZE_T_MAX - o->used) { PyErr_NoMemory(); return -1; }
+    need = o->used + more;
+    cap = o->cap + o->cap / 2;
+    if (cap < need) cap = need;
+    if (_PyBytes_Resize(&o->out, cap) < 0) return -1;
+    o->cap = cap;
+    return 0;
+}
+
+/* The first change: the body so far (lines as sent, "\n" between them) is the
+ * start of the new one. */
+static int
+out_changed(Out *o)
+{
+    Py_ssize_t cap;
+    if (o->changed) return 0;
+    o->changed = 1;
+    if (!o->prepare) return 0;
+    cap = o->n + o->n / 4 + 2 * (o->tslen + 2);
+    o->out = PyBytes_FromStringAndSize(NULL, cap);
+    if (o->out == NULL) return -1;
+    o->cap = cap;
+    o->used = o->points ? o->last_end : 0;
+    memcpy(PyBytes_AS_STRING(o->out), o->body, o->used);
+    return 0;
+}
+
+/* A line to forward: body[s:e], with " <ts>" after it when ``stamp``.
+ * ``differs``: not as sent (stamped, or stripped of its "\r"). */
+static int
+out_line(Out *o, Py_ssize_t s, Py_ssize_t e, int stamp, int differs)
+{
+    Py_ssize_t len = e - s;
+    char *w;
+
+    if ((differs || stamp) && out_changed(o) < 0) return -1;
+    if (!o->prepare) {
+        PyObject *line = PyBytes_FromStringAndSize(NULL, len + (stamp ? 1 + o->tslen : 0));
+        if (line == NULL) return -1;
+        w = PyBytes_AS_STRING(line);
+        memcpy(w, o->body + s, len);
+        if (stamp) {
+            w[len] = ' ';
+            memcpy(w + len + 1, o->ts, o->tslen);
+        }
+        if (PyList_Append(o->list, line) < 0) { Py_DECREF(line); return -1; }
+        Py_DECREF(line);
+    } else if (!o->changed) {
+        o->last_end = e;
+    } else {
+        if (out_reserve(o, len + 2 + o->tslen) < 0) return -1;
+        w = PyBytes_AS_STRING(o->out) + o->used;
+        if (o->points) *w++ = '\n';
+        memcpy(w, o->body + s, len);
+        w += len;
+        if (stamp) {
+            *w++ = ' ';
+            memcpy(w, o->ts, o->tslen);
+            w += o->tslen;
+        }
+        o->used = w - PyBytes_AS_STRING(o->out);
+    }
+    o->points++;
+    return 0;
+}
+
+static int
+fail(Py_ssize_t lineno, const unsigned char *line, Py_ssize_t len, const char *why)
+{
+    PyObject *exc = PyObject_CallFunction(LineProtocolError, "ny#s", lineno,
+                                          (const char *)line, len, why);
+    if (exc != NULL) {
+        PyErr_SetObject(LineProtocolError, exc);
+        Py_DECREF(exc);
+    }
+    return -1;
+}
+
+/* The end of body[s:e] less its trailing spaces (line.rstrip(b" ")). */
+static inline Py_ssize_t
+rstrip_spaces(const unsigned char *b, Py_ssize_t s, Py_ssize_t e)
+{
+    while (e > s && b[e - 1] == ' ') e--;
+    return e;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Bodies without quotes or escaped newlines: _scan_lines                    */
+
+/* _simple_line: a line with no quote and no backslash, split on spaces.
+ * Returns 0 (forwarded or dropped) or -1 (raised). */
+static int
+simple_line(Out *o, Py_ssize_t lineno, Py_ssize_t s, Py_ssize_t e, int differs)
+{
+    const unsigned char *b = o->body;
+    Py_ssize_t tok[3][2], p = s, q, i;
+    int n = 0;
+    const unsigned char *sp;
+
+    /* The first three words (runs of non-spaces), and whether there is a fourth. */
+    for (;;) {
+        while (p < e && b[p] == ' ') p++;
+        if (p >= e) break;
+        if (n == 3) { n = 4; break; }
+        sp = memchr(b + p, ' ', e - p);
+        q = sp ? sp - b : e;
+        tok[n][0] = p;
+        tok[n][1] = q;
+        n++;
+        p = q;
+    }
+    if (n == 0 || b[tok[0][0]] == '#') return out_changed(o); /* blank, or a comment */
+    if (n == 3) {
+        if (!memchr(b + tok[1][0], '=', tok[1][1] - tok[1][0]))
+            return fail(lineno, b + s, e - s, "invalid field format");
+        i = tok[2][0];
+        if (b[i] == '-') i++;
+        if (i == tok[2][1]) return fail(lineno, b + s, e - s, "bad timestamp");
+        for (; i < tok[2][1]; i++) {
+            if (b[i] < '0' || b[i] > '9') return fail(lineno, b + s, e - s, "bad timestamp");
+        }
+    } else if (n == 2) {
+        if (!memchr(b + tok[1][0], '=', tok[1][1] - tok[1][0]))
+            return fail(lineno, b + s, e - s, "missing fields");
+    } else if (n == 1) {
+        for (i = tok[0][0]; i < tok[0][1]; i++) {
+            if (!IS_WS(b[i])) return fail(lineno, b + s, e - s, "missing fields");
+        }
+        return out_changed(o); /* whitespace only: a blank line */
+    } else {
+        return fail(lineno, b + s, e - s, "invalid field format");
+    }
+    if (b[tok[0][0]] == ',') return fail(lineno, b + s, e - s, "missing measurement");
+    if (b[tok[1][0]] == '=') return fail(lineno, b + s, e - s, "missing field key");
+    if (n == 3) return out_line(o, s, e, 0, differs);
+    return out_line(o, s, rstrip_spaces(b, s, e), 1, differs);
+}
+
+/* _match_line: a line with a backslash (and no quote or newline), checked by _LINE. */
+static int
+escaped_line(Out *o, Py_ssize_t lineno, Py_ssize_t s, Py_ssize_t e, int differs)
+{
+    const unsigned char *b = o->body;
+    Py_ssize_t i = s, mend;
+    int has_ts;
+
+    while (i < e && IS_WS(b[i])) i++;
+    if (i >= e || b[i] == '#') return out_changed(o); /* blank, or a comment */
+    if (!match_line(b + s, e - s, &mend, &has_ts) || mend != e - s)
+        return fail(lineno, b + s, e - s, reason(b, s, e));
+    if (has_ts) return out_line(o, s, e, 0, differs);
+    return out_line(o, s, rstrip_spaces(b, s, e), 1, differs);
+}
+
+static int
+scan_lines(Out *o)
+{
+    const unsigned char *b = o->body, *nl;
+    Py_ssize_t n = o->n, s = 0, e, le, lineno = 1;
+    int escapes = memchr(b, '\\', n) != NULL, differs, r;
+
+    for (;;) {
+        nl = memchr(b + s, '\n', n - s);
+        e = nl ? nl - b : n;
+        le = e;
+        differs = 0;
+        if (le > s && b[le - 1] == '\r') { le--; differs = 1; }
+        if (escapes && memchr(b + s, '\\', le - s))
+            r = escaped_line(o, lineno, s, le, differs);
+        else
+            r = simple_line(o, lineno, s, le, differs);
+        if (r < 0) return -1;
+        if (nl == NULL) return 0;
+        s = e + 1;
+        lineno++;
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Any other body: _scan_general                                             */
+
+static int
+scan_general(Out *o)
+{
+    const unsigned char *b = o->body;
+    Py_ssize_t n = o->n, pos = 0, end, le, i, mend, lineno;
+    const unsigned char *nl;
+    int has_ts, differs;
+
+    while (pos < n) {
+        end = line_end(b, pos, n);
+        /* Blank (a CRLF one too) or a comment, however long: dropped. */
+        for (i = pos; i < end && IS_WS(b[i]); i++)
+            ;
+        if (i >= end || b[i] == '#') {
+            if (out_changed(o) < 0) return -1;
+            pos = end + 1;
+            continue;
+        }
+        le = end;
+        differs = 0;
+        if (b[le - 1] == '\r') { le--; differs = 1; }
+        if (!match_line(b + pos, le - pos, &mend, &has_ts) || mend != le - pos) {
+            /* Named by its first physical line. */
+            lineno = 1;
+            for (nl = b; (nl = memchr(nl, '\n', b + pos - nl)) != NULL; nl++) lineno++;
+            nl = memchr(b + pos, '\n', le - pos);
+            end = nl ? nl - b : le;
+            i = end;
+            while (i > pos && b[i - 1] == '\r') i--;
+            return fail(lineno, b + pos, i - pos, reason(b, pos, end));
+        }
+        if (has_ts) {
+            if (out_line(o, pos, le, 0, differs) < 0) return -1;
+        } else if (out_line(o, pos, rstrip_spaces(b, pos, le), 1, differs) < 0) {
+            return -1;
+        }
+        pos = end + 1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* scan() and prepare()                                                      */
+
+/* Whether the body needs the general scan: a '"' or an escaped newline. */
+static int
+needs_general(const unsigned char *b, Py_ssize_t n)
+{
+    const unsigned char *p = b, *end = b + n;
+    if (memchr(b, '"', n)) return 1;
+    while ((p = memchr(p, '\\', end - p)) != NULL) {
+        if (p + 1 < end && p[1] == '\n') return 1;
+        p++;
+    }
+    return 0;
+}
+
+static int
+run(Out *o)
+{
+    if (needs_general(o->body, o->n)) return scan_general(o);
+    return scan_lines(o);
+}
+
+static int
+get_args(PyObject *const *args, Py_ssize_t nargs, const char *name, Out *o,
+         Py_buffer *body_view, Py_buffer *ts_view)
+{
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "%s() takes 2 arguments (body, ts), %zd given",
+                     name, nargs);
+        return -1;
+    }
+    memset(o, 0, sizeof(*o));
+    if (PyObject_GetBuffer(args[0], body_view, PyBUF_SIMPLE) < 0) return -1;
+    if (PyObject_GetBuffer(args[1], ts_view, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(body_view);
+        return -1;
+    }
+    o->body_obj = args[0];
+    o->body = body_view->buf;
+    o->n = body_view->len;
+    o->ts = ts_view->buf;
+    o->tslen = ts_view->len;
+    return 0;
+}
+
+PyDoc_STRVAR(scan_doc,
+"scan(body, ts) -> (lines, changed)\n\n"
+"influx_relay.lineprotocol.scan in C: the lines to forward (each line\n"
+"lacking a timestamp stamped with ts) and whether any differs from the\n"
+"body as sent. Raises LineProtocolError naming the first bad line.");
+
+static PyObject *
+c_scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Out o;
+    Py_buffer bv, tv;
+    PyObject *result = NULL;
+
+    if (get_args(args, nargs, "scan", &o, &bv, &tv) < 0) return NULL;
+    o.list = PyList_New(0);
+    if (o.list != NULL && run(&o) == 0)
+        result = Py_BuildValue("(OO)", o.list, o.changed ? Py_True : Py_False);
+    Py_XDECREF(o.list);
+    PyBuffer_Release(&bv);
+    PyBuffer_Release(&tv);
+    return result;
+}
+
+PyDoc_STRVAR(prepare_doc,
+"prepare(body, ts) -> (body, points)\n\n"
+"influx_relay.lineprotocol.prepare in C: the body to forward (the very\n"
+"object given when no line changed, else its lines joined by newlines)\n"
+"and how many lines it holds, in one pass and without a list of lines.");
+
+static PyObject *
+c_prepare(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Out o;
+    Py_buffer bv, tv;
+    PyObject *result = NULL;
+
+    if (get_args(args, nargs, "prepare", &o, &bv, &tv) < 0) return NULL;
+    o.prepare = 1;
+    if (run(&o) == 0) {
+        if (!o.changed) {
+            result = Py_BuildValue("(On)", o.body_obj, o.points);
+        } else if (_PyBytes_Resize(&o.out, o.used) == 0) {
+            result = Py_BuildValue("(On)", o.out, o.points);
+        }
+    }
+    Py_XDECREF(o.out);
+    PyBuffer_Release(&bv);
+    PyBuffer_Release(&tv);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"scan", (PyCFunction)(void (*)(void))c_scan, METH_FASTCALL, scan_doc},
+    {"prepare", (PyCFunction)(void (*)(void))c_prepare, METH_FASTCALL, prepare_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "influx_relay._lineprotocol",
+    "The line scanner of influx_relay.lineprotocol, in C.", -1, methods,
+};
+
+PyMODINIT_FUNC
+PyInit__lineprotocol(void)
+{
+    PyObject *m, *errors;
+
+    init_stops();
+    errors = PyImport_ImportModule("influx_relay.errors");
+    if (errors == NULL) return NULL;
+    LineProtocolError = PyObject_GetAttrString(errors, "LineProtocolError");
+    Py_DECREF(errors);
+    if (LineProtocolError == NULL) return NULL;
+    m = PyModule_Create(&module);
+    if (m == NULL) Py_CLEAR(LineProtocolError);
+    return m;
+}
