@@ -25,6 +25,7 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stdint.h>
 #include <string.h>
 
 #if defined(__SSE2__)
@@ -47,6 +48,8 @@ enum {
     STOP_FKEY = 8,    /* _LINE, a key (and a field key but for "=" ","): \ SP \n */
     STOP_FIELD = 16,  /* _LINE, a field key: \ SP \n = , */
     STOP_VALUE = 32,  /* _LINE, an unquoted value: \ SP \n , " \r */
+    STOP_EQ = 64,     /* _simple_line, a field set's "=" */
+    STOP_LINES = 128, /* _scan_lines: \ SP \n */
 };
 
 static unsigned char stops[256];
@@ -60,12 +63,31 @@ init_stops(void)
     for (s = "\\\""; *s; s++) stops[(unsigned char)*s] |= STOP_STRING;
     for (s = "\\ \n=,"; *s; s++) stops[(unsigned char)*s] |= STOP_FIELD;
     for (s = "\\ \n,\"\r"; *s; s++) stops[(unsigned char)*s] |= STOP_VALUE;
+    stops['='] |= STOP_EQ;
+    for (s = "\\ \n"; *s; s++) stops[(unsigned char)*s] |= STOP_LINES;
 }
 
-/* The first i in [i, n) where b[i] has flag ``f``, or n. */
-static inline Py_ssize_t
-skip_to(const unsigned char *b, Py_ssize_t i, Py_ssize_t n, unsigned char f)
+/* The first i in [i, n) where b[i] is one of the ``k`` bytes c0..c5 (whose
+ * flag in ``stops`` is ``f``), or n: 16 bytes at a time where SSE2 is there. */
+static inline __attribute__((always_inline)) Py_ssize_t
+skip_set(const unsigned char *b, Py_ssize_t i, Py_ssize_t n, unsigned char f, int k,
+         char c0, char c1, char c2, char c3, char c4, char c5)
 {
+#if defined(__SSE2__)
+    while (i + 16 <= n) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(b + i));
+        __m128i m = _mm_cmpeq_epi8(v, _mm_set1_epi8(c0));
+        int mask;
+        if (k > 1) m = _mm_or_si128(m, _mm_cmpeq_epi8(v, _mm_set1_epi8(c1)));
+        if (k > 2) m = _mm_or_si128(m, _mm_cmpeq_epi8(v, _mm_set1_epi8(c2)));
+        if (k > 3) m = _mm_or_si128(m, _mm_cmpeq_epi8(v, _mm_set1_epi8(c3)));
+        if (k > 4) m = _mm_or_si128(m, _mm_cmpeq_epi8(v, _mm_set1_epi8(c4)));
+        if (k > 5) m = _mm_or_si128(m, _mm_cmpeq_epi8(v, _mm_set1_epi8(c5)));
+        mask = _mm_movemask_epi8(m);
+        if (mask) return i + __builtin_ctz((unsigned)mask);
+        i += 16;
+    }
+#else
     while (i + 4 <= n) {
         if (stops[b[i]] & f) return i;
         if (stops[b[i + 1]] & f) return i + 1;
@@ -73,7 +95,99 @@ skip_to(const unsigned char *b, Py_ssize_t i, Py_ssize_t n, unsigned char f)
         if (stops[b[i + 3]] & f) return i + 3;
         i += 4;
     }
+#endif
     while (i < n && !(stops[b[i]] & f)) i++;
+    return i;
+}
+
+#define skip_to(b, i, n, f) skip_to_##f(b, i, n)
+#define SKIP(f, k, c0, c1, c2, c3, c4, c5)                                          \
+    static Py_ssize_t skip_to_##f(const unsigned char *b, Py_ssize_t i, Py_ssize_t n) \
+    {                                                                               \
+        return skip_set(b, i, n, f, k, c0, c1, c2, c3, c4, c5);                    \
+    }
+SKIP(STOP_KEY, 3, '\\', ' ', '\n', 0, 0, 0)
+SKIP(STOP_FIELDS, 5, '\\', '"', '\n', '=', ',', 0)
+SKIP(STOP_STRING, 2, '\\', '"', 0, 0, 0, 0)
+SKIP(STOP_FKEY, 3, '\\', ' ', '\n', 0, 0, 0)
+SKIP(STOP_FIELD, 5, '\\', ' ', '\n', '=', ',', 0)
+SKIP(STOP_VALUE, 6, '\\', ' ', '\n', ',', '"', '\r')
+SKIP(STOP_EQ, 1, '=', 0, 0, 0, 0, 0)
+
+/* The bytes of a body that _scan_lines looks at (a space, a newline, a
+ * backslash), one after the other: found 16 at a time, then taken one by one. */
+typedef struct {
+    const unsigned char *b;
+    Py_ssize_t n;
+    Py_ssize_t base; /* where the block in ``mask`` starts */
+    unsigned mask;   /* its bytes not yet taken */
+} Events;
+
+static inline void
+events_init(Events *ev, const unsigned char *b, Py_ssize_t n)
+{
+    ev->b = b;
+    ev->n = n;
+    ev->base = -16;
+    ev->mask = 0;
+}
+
+/* Go on from ``pos`` (past what was taken). */
+static inline void
+events_seek(Events *ev, Py_ssize_t pos)
+{
+    ev->base = pos - 16;
+    ev->mask = 0;
+}
+
+/* The next one's position, or n at the end. */
+static inline Py_ssize_t
+events_next(Events *ev)
+{
+    int k;
+    while (ev->mask == 0) {
+        const unsigned char *p;
+        ev->base += 16;
+        if (ev->base >= ev->n) {
+            ev->base = ev->n;
+            return ev->n;
+        }
+        p = ev->b + ev->base;
+#if defined(__SSE2__)
+        if (ev->base + 16 <= ev->n) {
+            __m128i v = _mm_loadu_si128((const __m128i *)p);
+            __m128i m = _mm_or_si128(
+                _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8(' ')),
+                             _mm_cmpeq_epi8(v, _mm_set1_epi8('\n'))),
+                _mm_cmpeq_epi8(v, _mm_set1_epi8('\\')));
+            ev->mask = (unsigned)_mm_movemask_epi8(m);
+            continue;
+        }
+#endif
+        for (k = 0; k < 16 && ev->base + k < ev->n; k++) {
+            if (stops[p[k]] & STOP_LINES) ev->mask |= 1u << k;
+        }
+    }
+    k = __builtin_ctz(ev->mask);
+    ev->mask &= ev->mask - 1;
+    return ev->base + k;
+}
+
+/* How many of the bytes at b[i:n] are ASCII digits, from i on. */
+static inline Py_ssize_t
+digits_end(const unsigned char *b, Py_ssize_t i, Py_ssize_t n)
+{
+    uint64_t v;
+    while (i + 8 <= n) {
+        memcpy(&v, b + i, 8);
+        /* All eight are '0'..'9': high nibbles 3, and still 3 after adding 6. */
+        if (((v & 0xF0F0F0F0F0F0F0F0ULL) |
+             (((v + 0x0606060606060606ULL) & 0xF0F0F0F0F0F0F0F0ULL) >> 4)) !=
+            0x3333333333333333ULL)
+            break;
+        i += 8;
+    }
+    while (i < n && b[i] >= '0' && b[i] <= '9') i++;
     return i;
 }
 
@@ -210,8 +324,7 @@ match_after_key(const unsigned char *L, Py_ssize_t p, Py_ssize_t n,
     if (s > q) {
         t = s;
         if (t < n && L[t] == '-') t++;
-        d = t;
-        while (d < n && L[d] >= '0' && L[d] <= '9') d++;
+        d = digits_end(L, t, n);
         if (d > t) {
             e = d;
             while (e < n && L[e] == ' ') e++;
@@ -280,42 +393,55 @@ typedef struct {
     Py_ssize_t points;
     /* scan(): the lines */
     PyObject *list;
-    /* prepare(): the new body, made once a line differs (NULL until then) */
+    /* prepare(): while ``copying`` is 0, the body to forward is body[:last_end]
+     * (every line so far as sent, and adjacent: a dropped line at the end does
+     * not break that); then it is being written into ``scratch``. */
     int prepare;
-    PyObject *out;
-    Py_ssize_t used, cap;
-    Py_ssize_t last_end; /* while nothing changed: where the last line kept ends */
+    int copying;
+    Py_ssize_t last_end;
+    Py_ssize_t used;
 } Out;
+
+/* Where prepare() writes a new body before it becomes a bytes object: kept from
+ * one call to the next (the GIL is held throughout), so that its pages are not
+ * faulted in again for every body; freed when it grew past SCRATCH_KEEP. */
+static char *scratch;
+static Py_ssize_t scratch_cap;
+#define SCRATCH_KEEP (8 << 20)
 
 static int
 out_reserve(Out *o, Py_ssize_t more)
 {
     Py_ssize_t need, cap;
-    if (o->used + more <= o->cap) return 0;
-    if (more > PY_SSIZE_T_MAX - o->used) { PyErr_NoMemory(); return -1; }
+    char *p;
+    if (more <= scratch_cap - o->used) return 0;
+    if (more > PY_SSIZE_T_MAX / 2 - o->used) { PyErr_NoMemory(); return -1; }
     need = o->used + more;
-    cap = o->cap + o->cap / 2;
+    cap = scratch_cap + scratch_cap / 2;
     if (cap < need) cap = need;
-    if (_PyBytes_Resize(&o->out, cap) < 0) return -1;
-    o->cap = cap;
+    if (cap < o->n + o->n / 4 + 64) cap = o->n + o->n / 4 + 64;
+    p = PyMem_Realloc(scratch, cap);
+    if (p == NULL) { PyErr_NoMemory(); return -1; }
+    scratch = p;
+    scratch_cap = cap;
     return 0;
 }
 
-/* The first change: the body so far (lines as sent, "\n" between them) is the
- * start of the new one. */
-static int
+static void
+scratch_done(void)
+{
+    if (scratch_cap > SCRATCH_KEEP) {
+        PyMem_Free(scratch);
+        scratch = NULL;
+        scratch_cap = 0;
+    }
+}
+
+/* A line was dropped, or will be forwarded other than as sent. */
+static inline int
 out_changed(Out *o)
 {
-    Py_ssize_t cap;
-    if (o->changed) return 0;
     o->changed = 1;
-    if (!o->prepare) return 0;
-    cap = o->n + o->n / 4 + 2 * (o->tslen + 2);
-    o->out = PyBytes_FromStringAndSize(NULL, cap);
-    if (o->out == NULL) return -1;
-    o->cap = cap;
-    o->used = o->points ? o->last_end : 0;
-    memcpy(PyBytes_AS_STRING(o->out), o->body, o->used);
     return 0;
 }
 
@@ -327,7 +453,7 @@ out_line(Out *o, Py_ssize_t s, Py_ssize_t e, int stamp, int differs)
     Py_ssize_t len = e - s;
     char *w;
 
-    if ((differs || stamp) && out_changed(o) < 0) return -1;
+    if (differs || stamp) o->changed = 1;
     if (!o->prepare) {
         PyObject *line = PyBytes_FromStringAndSize(NULL, len + (stamp ? 1 + o->tslen : 0));
         if (line == NULL) return -1;
@@ -339,21 +465,36 @@ out_line(Out *o, Py_ssize_t s, Py_ssize_t e, int stamp, int differs)
         }
         if (PyList_Append(o->list, line) < 0) { Py_DECREF(line); return -1; }
         Py_DECREF(line);
-    } else if (!o->changed) {
-        o->last_end = e;
-    } else {
-        if (out_reserve(o, len + 2 + o->tslen) < 0) return -1;
-        w = PyBytes_AS_STRING(o->out) + o->used;
-        if (o->points) *w++ = '\n';
-        memcpy(w, o->body + s, len);
-        w += len;
-        if (stamp) {
-            *w++ = ' ';
-            memcpy(w, o->ts, o->tslen);
-            w += o->tslen;
-        }
-        o->used = w - PyBytes_AS_STRING(o->out);
+        o->points++;
+        return 0;
     }
+    if (!o->copying) {
+        if (!o->changed) {
+            o->last_end = e;
+            o->points++;
+            return 0;
+        }
+        /* The first line not as sent, or after one dropped: the lines before it
+         * (as sent, with the newlines between them) start the new body. */
+        o->copying = 1;
+        o->used = 0;
+        if (o->points) {
+            if (out_reserve(o, o->last_end) < 0) return -1;
+            memcpy(scratch, o->body, o->last_end);
+            o->used = o->last_end;
+        }
+    }
+    if (out_reserve(o, len + 2 + o->tslen) < 0) return -1;
+    w = scratch + o->used;
+    if (o->points) *w++ = '\n';
+    memcpy(w, o->body + s, len);
+    w += len;
+    if (stamp) {
+        *w++ = ' ';
+        memcpy(w, o->ts, o->tslen);
+        w += o->tslen;
+    }
+    o->used = w - scratch;
     o->points++;
     return 0;
 }
@@ -381,40 +522,26 @@ rstrip_spaces(const unsigned char *b, Py_ssize_t s, Py_ssize_t e)
 /* ------------------------------------------------------------------------ */
 /* Bodies without quotes or escaped newlines: _scan_lines                    */
 
-/* _simple_line: a line with no quote and no backslash, split on spaces.
- * Returns 0 (forwarded or dropped) or -1 (raised). */
+/* _simple_line, from its words: ``n`` (4 for more than three) and the first
+ * three (start, end) of the runs of non-spaces of body[s:e], a line with no
+ * quote and no backslash. Returns 0 (forwarded or dropped) or -1 (raised). */
 static int
-simple_line(Out *o, Py_ssize_t lineno, Py_ssize_t s, Py_ssize_t e, int differs)
+words_line(Out *o, Py_ssize_t lineno, Py_ssize_t s, Py_ssize_t e, int differs,
+           Py_ssize_t tok[3][2], int n)
 {
     const unsigned char *b = o->body;
-    Py_ssize_t tok[3][2], p = s, q, i;
-    int n = 0;
-    const unsigned char *sp;
+    Py_ssize_t i;
 
-    /* The first three words (runs of non-spaces), and whether there is a fourth. */
-    for (;;) {
-        while (p < e && b[p] == ' ') p++;
-        if (p >= e) break;
-        if (n == 3) { n = 4; break; }
-        sp = memchr(b + p, ' ', e - p);
-        q = sp ? sp - b : e;
-        tok[n][0] = p;
-        tok[n][1] = q;
-        n++;
-        p = q;
-    }
     if (n == 0 || b[tok[0][0]] == '#') return out_changed(o); /* blank, or a comment */
     if (n == 3) {
-        if (!memchr(b + tok[1][0], '=', tok[1][1] - tok[1][0]))
+        if (skip_to(b, tok[1][0], tok[1][1], STOP_EQ) == tok[1][1])
             return fail(lineno, b + s, e - s, "invalid field format");
         i = tok[2][0];
         if (b[i] == '-') i++;
-        if (i == tok[2][1]) return fail(lineno, b + s, e - s, "bad timestamp");
-        for (; i < tok[2][1]; i++) {
-            if (b[i] < '0' || b[i] > '9') return fail(lineno, b + s, e - s, "bad timestamp");
-        }
+        if (i == tok[2][1] || digits_end(b, i, tok[2][1]) != tok[2][1])
+            return fail(lineno, b + s, e - s, "bad timestamp");
     } else if (n == 2) {
-        if (!memchr(b + tok[1][0], '=', tok[1][1] - tok[1][0]))
+        if (skip_to(b, tok[1][0], tok[1][1], STOP_EQ) == tok[1][1])
             return fail(lineno, b + s, e - s, "missing fields");
     } else if (n == 1) {
         for (i = tok[0][0]; i < tok[0][1]; i++) {
@@ -428,6 +555,29 @@ simple_line(Out *o, Py_ssize_t lineno, Py_ssize_t s, Py_ssize_t e, int differs)
     if (b[tok[1][0]] == '=') return fail(lineno, b + s, e - s, "missing field key");
     if (n == 3) return out_line(o, s, e, 0, differs);
     return out_line(o, s, rstrip_spaces(b, s, e), 1, differs);
+}
+
+/* _simple_line: a line with no quote and no backslash, split on spaces. */
+static int
+simple_line(Out *o, Py_ssize_t lineno, Py_ssize_t s, Py_ssize_t e, int differs)
+{
+    const unsigned char *b = o->body, *sp;
+    Py_ssize_t tok[3][2], p = s, q;
+    int n = 0;
+
+    /* The first three words (runs of non-spaces), and whether there is a fourth. */
+    for (;;) {
+        while (p < e && b[p] == ' ') p++;
+        if (p >= e) break;
+        if (n == 3) { n = 4; break; }
+        sp = memchr(b + p, ' ', e - p);
+        q = sp ? sp - b : e;
+        tok[n][0] = p;
+        tok[n][1] = q;
+        n++;
+        p = q;
+    }
+    return words_line(o, lineno, s, e, differs, tok, n);
 }
 
 /* _match_line: a line with a backslash (and no quote or newline), checked by _LINE. */
@@ -449,23 +599,52 @@ escaped_line(Out *o, Py_ssize_t lineno, Py_ssize_t s, Py_ssize_t e, int differs)
 static int
 scan_lines(Out *o)
 {
-    const unsigned char *b = o->body, *nl;
-    Py_ssize_t n = o->n, s = 0, e, le, lineno = 1;
-    int escapes = memchr(b, '\\', n) != NULL, differs, r;
+    const unsigned char *b = o->body;
+    Py_ssize_t n = o->n, s = 0, p, le, lineno = 1, sp[2], tok[3][2];
+    int spaces, more, escaped, differs, r;
+    Events ev;
 
+    events_init(&ev, b, n);
     for (;;) {
-        nl = memchr(b + s, '\n', n - s);
-        e = nl ? nl - b : n;
-        le = e;
+        /* To the end of the line, noting its first two spaces and any backslash. */
+        spaces = more = escaped = 0;
+        for (;;) {
+            p = events_next(&ev);
+            if (p >= n || b[p] == '\n') break;
+            if (b[p] == '\\') {
+                /* The line goes to _LINE: only its end matters here. */
+                const unsigned char *nl = memchr(b + p, '\n', n - p);
+                escaped = 1;
+                p = nl ? nl - b : n;
+                events_seek(&ev, p + 1);
+                break;
+            }
+            if (spaces < 2) sp[spaces++] = p;
+            else more = 1;
+        }
+        le = p;
         differs = 0;
         if (le > s && b[le - 1] == '\r') { le--; differs = 1; }
-        if (escapes && memchr(b + s, '\\', le - s))
+        if (escaped) {
             r = escaped_line(o, lineno, s, le, differs);
-        else
+        } else if (!more && spaces && sp[0] > s &&
+                   (spaces == 1 ? sp[0] + 1 < le : sp[0] + 1 < sp[1] && sp[1] + 1 < le)) {
+            /* The usual line: two or three words, one space between each. */
+            tok[0][0] = s;
+            tok[0][1] = sp[0];
+            tok[1][0] = sp[0] + 1;
+            tok[1][1] = spaces == 1 ? le : sp[1];
+            if (spaces == 2) {
+                tok[2][0] = sp[1] + 1;
+                tok[2][1] = le;
+            }
+            r = words_line(o, lineno, s, le, differs, tok, spaces + 1);
+        } else {
             r = simple_line(o, lineno, s, le, differs);
+        }
         if (r < 0) return -1;
-        if (nl == NULL) return 0;
-        s = e + 1;
+        if (p >= n) return 0;
+        s = p + 1;
         lineno++;
     }
 }
@@ -521,11 +700,21 @@ scan_general(Out *o)
 static int
 needs_general(const unsigned char *b, Py_ssize_t n)
 {
-    const unsigned char *p = b, *end = b + n;
+    Py_ssize_t i = 0;
     if (memchr(b, '"', n)) return 1;
-    while ((p = memchr(p, '\\', end - p)) != NULL) {
-        if (p + 1 < end && p[1] == '\n') return 1;
-        p++;
+    if (!memchr(b, '\\', n)) return 0;
+#if defined(__SSE2__)
+    /* 16 bytes at a time: a backslash whose next byte is a newline. */
+    for (; i + 17 <= n; i += 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(b + i));
+        __m128i next = _mm_loadu_si128((const __m128i *)(b + i + 1));
+        __m128i m = _mm_and_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('\\')),
+                                  _mm_cmpeq_epi8(next, _mm_set1_epi8('\n')));
+        if (_mm_movemask_epi8(m)) return 1;
+    }
+#endif
+    for (; i < n; i++) {
+        if (b[i] == '\\' && i + 1 < n && b[i + 1] == '\n') return 1;
     }
     return 0;
 }
@@ -601,11 +790,18 @@ c_prepare(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (run(&o) == 0) {
         if (!o.changed) {
             result = Py_BuildValue("(On)", o.body_obj, o.points);
-        } else if (_PyBytes_Resize(&o.out, o.used) == 0) {
-            result = Py_BuildValue("(On)", o.out, o.points);
+        } else {
+            PyObject *out;
+            if (o.copying)
+                out = PyBytes_FromStringAndSize(scratch, o.used);
+            else
+                out = PyBytes_FromStringAndSize((const char *)o.body, o.points ? o.last_end : 0);
+            if (out != NULL) {
+                result = Py_BuildValue("(Nn)", out, o.points);
+            }
         }
     }
-    Py_XDECREF(o.out);
+    scratch_done();
     PyBuffer_Release(&bv);
     PyBuffer_Release(&tv);
     return result;
