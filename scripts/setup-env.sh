@@ -7,8 +7,9 @@
 # InfluxDB 1.x (influxd), curl and python3-venv (and HAProxy with SETUP_TEST_PACKAGES=1,
 # as scripts/test.sh sets); when all of them are already there it
 # does not touch apt at all. The virtualenv .venv (made with the machine's python3) gets
-# requirements-dev.txt and the relay itself (`pip install -e .`); pip runs again only when
-# requirements*.txt or setup.py changed since the last run.
+# requirements-dev.txt and the relay itself (`pip install -e .`, which builds the C line
+# scanner in place); pip runs again only when requirements*.txt, setup.py or the C source
+# changed since the last run.
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV="$REPO_ROOT/.venv"
@@ -18,12 +19,34 @@ HAPROXY=/usr/sbin/haproxy
 say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
+# copy_tree DEST: the checkout as git sees it (tracked and new files, nothing
+# ignored, uncommitted edits included) copied into DEST.
+copy_tree() {
+    mkdir -p "$1"
+    (cd "$REPO_ROOT" && git ls-files -z --cached --others --exclude-standard |
+        xargs -0 -r sh -c 'for f; do [ -e "$f" ] && printf "%s\0" "$f"; done' sh |
+        tar --null -T - -cf -) | tar -xf - -C "$1"
+}
+
+# Whether python3 has its C headers (to build the C line scanner).
+_python_headers() {
+    python3 -c 'import os, sys, sysconfig
+sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+        >/dev/null 2>&1
+}
+
 # Debian packages the scripts need, for each thing that is missing.
 _missing_packages() {
     local pkgs=()
     [ -x "$INFLUXD" ] || pkgs+=(influxdb)
     # The load balancer of tests/system/test_haproxy.py: for the tests only.
     [ "${SETUP_TEST_PACKAGES:-0}" = 0 ] || [ -x "$HAPROXY" ] || pkgs+=(haproxy)
+    # The C line scanner, which the tests test (`pip install -e .` builds it; without
+    # a compiler the relay falls back to its pure-Python scanner).
+    if [ "${SETUP_TEST_PACKAGES:-0}" != 0 ]; then
+        command -v gcc >/dev/null 2>&1 || pkgs+=(gcc)
+        _python_headers || pkgs+=(python3-dev)
+    fi
     command -v curl >/dev/null 2>&1 || pkgs+=(curl)
     if ! command -v python3 >/dev/null 2>&1; then
         pkgs+=(python3 python3-venv)
@@ -68,7 +91,8 @@ ensure_debs() {
 }
 
 _requirements_stamp() {
-    (cd "$REPO_ROOT" && cat requirements.txt requirements-dev.txt setup.py 2>/dev/null \
+    (cd "$REPO_ROOT" && cat requirements.txt requirements-dev.txt setup.py \
+        influx_relay/_lineprotocol.c 2>/dev/null \
         && python3 --version 2>&1) | sha256sum | cut -d' ' -f1
 }
 
