@@ -33,8 +33,8 @@ class BuildExt(build_ext):
                 raise
             sys.stderr.write(
                 "\nWARNING: the C line scanner (%s) could not be built: %s\n"
-                "WARNING: influx-relay will use its pure-Python scanner, which is about ten "
-                "times slower\nWARNING: (install a C compiler and Python's headers, e.g. "
+                "WARNING: influx-relay will use its pure-Python scanner, ten times slower or "
+                "more\nWARNING: (install a C compiler and Python's headers, e.g. "
                 "gcc and python3-dev, and reinstall to get it).\n\n" % (ext.name, e))
 
 

@@ -43,7 +43,7 @@ static PyObject *LineProtocolError;
 /* Flags of each byte value: which searches stop at it. */
 enum {
     STOP_KEY = 1,     /* split_lines, before the first space: \ SP \n */
-    STOP_FIELDS = 2,  /* split_lines, outside a string: \ " \n = , */
+    STOP_FIELDS = 2,  /* split_lines, outside a string: \ " \n */
     STOP_STRING = 4,  /* split_lines and _LINE, in a string: \ " */
     STOP_FKEY = 8,    /* _LINE, a key (and a field key but for "=" ","): \ SP \n */
     STOP_FIELD = 16,  /* _LINE, a field key: \ SP \n = , */
@@ -59,7 +59,7 @@ init_stops(void)
 {
     const char *s;
     for (s = "\\ \n"; *s; s++) stops[(unsigned char)*s] |= STOP_KEY | STOP_FKEY;
-    for (s = "\\\"\n=,"; *s; s++) stops[(unsigned char)*s] |= STOP_FIELDS;
+    for (s = "\\\"\n"; *s; s++) stops[(unsigned char)*s] |= STOP_FIELDS;
     for (s = "\\\""; *s; s++) stops[(unsigned char)*s] |= STOP_STRING;
     for (s = "\\ \n=,"; *s; s++) stops[(unsigned char)*s] |= STOP_FIELD;
     for (s = "\\ \n,\"\r"; *s; s++) stops[(unsigned char)*s] |= STOP_VALUE;
@@ -107,7 +107,7 @@ skip_set(const unsigned char *b, Py_ssize_t i, Py_ssize_t n, unsigned char f, in
         return skip_set(b, i, n, f, k, c0, c1, c2, c3, c4, c5);                    \
     }
 SKIP(STOP_KEY, 3, '\\', ' ', '\n', 0, 0, 0)
-SKIP(STOP_FIELDS, 5, '\\', '"', '\n', '=', ',', 0)
+SKIP(STOP_FIELDS, 3, '\\', '"', '\n', 0, 0, 0)
 SKIP(STOP_STRING, 2, '\\', '"', 0, 0, 0, 0)
 SKIP(STOP_FKEY, 3, '\\', ' ', '\n', 0, 0, 0)
 SKIP(STOP_FIELD, 5, '\\', ' ', '\n', '=', ',', 0)
@@ -154,41 +154,81 @@ events_next(Events *ev)
         }
         p = ev->b + ev->base;
 #if defined(__SSE2__)
-        if (ev->base + 16 <= ev->n) {
-            __m128i v = _mm_loadu_si128((const __m128i *)p);
-            __m128i m = _mm_or_si128(
-                _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8(' ')),
-                             _mm_cmpeq_epi8(v, _mm_set1_epi8('\n'))),
-                _mm_cmpeq_epi8(v, _mm_set1_epi8('\\')));
+        {
+            unsigned char last[16];
+            Py_ssize_t left = ev->n - ev->base;
+            __m128i v, m;
+            if (left < 16) { /* the last few bytes, in a zeroed block */
+                memset(last, 0, sizeof(last));
+                memcpy(last, p, left);
+                p = last;
+            }
+            v = _mm_loadu_si128((const __m128i *)p);
+            m = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8(' ')),
+                                          _mm_cmpeq_epi8(v, _mm_set1_epi8('\n'))),
+                             _mm_cmpeq_epi8(v, _mm_set1_epi8('\\')));
             ev->mask = (unsigned)_mm_movemask_epi8(m);
-            continue;
         }
-#endif
+#else
         for (k = 0; k < 16 && ev->base + k < ev->n; k++) {
             if (stops[p[k]] & STOP_LINES) ev->mask |= 1u << k;
         }
+#endif
     }
     k = __builtin_ctz(ev->mask);
     ev->mask &= ev->mask - 1;
     return ev->base + k;
 }
 
-/* How many of the bytes at b[i:n] are ASCII digits, from i on. */
+/* Whether the eight bytes at p are all ASCII digits: their high nibbles are 3,
+ * and still 3 once 6 is added to each (no carry crosses a byte that passes). */
+static inline int
+eight_digits(const unsigned char *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return ((v & 0xF0F0F0F0F0F0F0F0ULL) |
+            (((v + 0x0606060606060606ULL) & 0xF0F0F0F0F0F0F0F0ULL) >> 4)) ==
+           0x3333333333333333ULL;
+}
+
+/* The end of the run of ASCII digits at b[i:n]. */
 static inline Py_ssize_t
 digits_end(const unsigned char *b, Py_ssize_t i, Py_ssize_t n)
 {
-    uint64_t v;
-    while (i + 8 <= n) {
-        memcpy(&v, b + i, 8);
-        /* All eight are '0'..'9': high nibbles 3, and still 3 after adding 6. */
-        if (((v & 0xF0F0F0F0F0F0F0F0ULL) |
-             (((v + 0x0606060606060606ULL) & 0xF0F0F0F0F0F0F0F0ULL) >> 4)) !=
-            0x3333333333333333ULL)
-            break;
-        i += 8;
-    }
+    while (i + 8 <= n && eight_digits(b + i)) i += 8;
     while (i < n && b[i] >= '0' && b[i] <= '9') i++;
     return i;
+}
+
+/* Whether b[i:e] (not empty) is all ASCII digits: eight at a time, the last
+ * eight overlapping the ones before. */
+static inline int
+all_digits(const unsigned char *b, Py_ssize_t i, Py_ssize_t e)
+{
+    if (e - i < 8) return digits_end(b, i, e) == e;
+    for (; i + 8 < e; i += 8) {
+        if (!eight_digits(b + i)) return 0;
+    }
+    return eight_digits(b + e - 8);
+}
+
+/* How many "=" less how many "," in b[i:e]. */
+static inline Py_ssize_t
+balance_of(const unsigned char *b, Py_ssize_t i, Py_ssize_t e)
+{
+    Py_ssize_t balance = 0;
+#if defined(__SSE2__)
+    for (; i + 16 <= e; i += 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(b + i));
+        balance += __builtin_popcount((unsigned)_mm_movemask_epi8(
+            _mm_cmpeq_epi8(v, _mm_set1_epi8('='))));
+        balance -= __builtin_popcount((unsigned)_mm_movemask_epi8(
+            _mm_cmpeq_epi8(v, _mm_set1_epi8(','))));
+    }
+#endif
+    for (; i < e; i++) balance += (b[i] == '=') - (b[i] == ',');
+    return balance;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -212,14 +252,15 @@ line_end(const unsigned char *b, Py_ssize_t i, Py_ssize_t n)
         break;
     }
     for (;;) {
-        /* Outside a string. */
+        /* Outside a string: the "=" and "," since the last stop (``seen``) are
+         * counted only at a stop that needs them, as split_lines does. */
+        Py_ssize_t seen = i;
         i = skip_to(b, i, n, STOP_FIELDS);
         if (i >= n) return n;
         c = b[i];
-        if (c == '\\') { i += (i + 2 < n) ? 2 : 1; continue; }
         if (c == '\n') return i;
-        if (c == '=') { balance++; i++; continue; }
-        if (c == ',') { balance--; i++; continue; }
+        balance += balance_of(b, seen, i);
+        if (c == '\\') { i += (i + 2 < n) ? 2 : 1; continue; }
         /* '"' */
         i++;
         if (balance <= 0) continue;
@@ -447,7 +488,7 @@ out_changed(Out *o)
 
 /* A line to forward: body[s:e], with " <ts>" after it when ``stamp``.
  * ``differs``: not as sent (stamped, or stripped of its "\r"). */
-static int
+static inline __attribute__((always_inline)) int
 out_line(Out *o, Py_ssize_t s, Py_ssize_t e, int stamp, int differs)
 {
     Py_ssize_t len = e - s;
@@ -525,7 +566,7 @@ rstrip_spaces(const unsigned char *b, Py_ssize_t s, Py_ssize_t e)
 /* _simple_line, from its words: ``n`` (4 for more than three) and the first
  * three (start, end) of the runs of non-spaces of body[s:e], a line with no
  * quote and no backslash. Returns 0 (forwarded or dropped) or -1 (raised). */
-static int
+static inline int
 words_line(Out *o, Py_ssize_t lineno, Py_ssize_t s, Py_ssize_t e, int differs,
            Py_ssize_t tok[3][2], int n)
 {
@@ -538,7 +579,7 @@ words_line(Out *o, Py_ssize_t lineno, Py_ssize_t s, Py_ssize_t e, int differs,
             return fail(lineno, b + s, e - s, "invalid field format");
         i = tok[2][0];
         if (b[i] == '-') i++;
-        if (i == tok[2][1] || digits_end(b, i, tok[2][1]) != tok[2][1])
+        if (i == tok[2][1] || !all_digits(b, i, tok[2][1]))
             return fail(lineno, b + s, e - s, "bad timestamp");
     } else if (n == 2) {
         if (skip_to(b, tok[1][0], tok[1][1], STOP_EQ) == tok[1][1])
@@ -736,17 +777,53 @@ get_args(PyObject *const *args, Py_ssize_t nargs, const char *name, Out *o,
         return -1;
     }
     memset(o, 0, sizeof(*o));
-    if (PyObject_GetBuffer(args[0], body_view, PyBUF_SIMPLE) < 0) return -1;
-    if (PyObject_GetBuffer(args[1], ts_view, PyBUF_SIMPLE) < 0) {
+    o->body_obj = args[0];
+    /* bytes (what the relay gives) as they are; any other buffer through its view
+     * (a view with no ``obj`` is not released). */
+    body_view->obj = ts_view->obj = NULL;
+    if (PyBytes_Check(args[0])) {
+        o->body = (const unsigned char *)PyBytes_AS_STRING(args[0]);
+        o->n = PyBytes_GET_SIZE(args[0]);
+    } else if (PyObject_GetBuffer(args[0], body_view, PyBUF_SIMPLE) == 0) {
+        o->body = body_view->buf;
+        o->n = body_view->len;
+    } else {
+        return -1;
+    }
+    if (PyBytes_Check(args[1])) {
+        o->ts = PyBytes_AS_STRING(args[1]);
+        o->tslen = PyBytes_GET_SIZE(args[1]);
+    } else if (PyObject_GetBuffer(args[1], ts_view, PyBUF_SIMPLE) == 0) {
+        o->ts = ts_view->buf;
+        o->tslen = ts_view->len;
+    } else {
         PyBuffer_Release(body_view);
         return -1;
     }
-    o->body_obj = args[0];
-    o->body = body_view->buf;
-    o->n = body_view->len;
-    o->ts = ts_view->buf;
-    o->tslen = ts_view->len;
     return 0;
+}
+
+/* (a, b), and (a, n) */
+static PyObject *
+pair(PyObject *a, PyObject *b)
+{
+    PyObject *t = PyTuple_New(2);
+    if (t == NULL) return NULL;
+    Py_INCREF(a);
+    Py_INCREF(b);
+    PyTuple_SET_ITEM(t, 0, a);
+    PyTuple_SET_ITEM(t, 1, b);
+    return t;
+}
+
+static PyObject *
+pair_n(PyObject *a, Py_ssize_t n)
+{
+    PyObject *t, *count = PyLong_FromSsize_t(n);
+    if (count == NULL) return NULL;
+    t = pair(a, count);
+    Py_DECREF(count);
+    return t;
 }
 
 PyDoc_STRVAR(scan_doc,
@@ -765,7 +842,7 @@ c_scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (get_args(args, nargs, "scan", &o, &bv, &tv) < 0) return NULL;
     o.list = PyList_New(0);
     if (o.list != NULL && run(&o) == 0)
-        result = Py_BuildValue("(OO)", o.list, o.changed ? Py_True : Py_False);
+        result = pair(o.list, o.changed ? Py_True : Py_False);
     Py_XDECREF(o.list);
     PyBuffer_Release(&bv);
     PyBuffer_Release(&tv);
@@ -789,7 +866,7 @@ c_prepare(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     o.prepare = 1;
     if (run(&o) == 0) {
         if (!o.changed) {
-            result = Py_BuildValue("(On)", o.body_obj, o.points);
+            result = pair_n(o.body_obj, o.points);
         } else {
             PyObject *out;
             if (o.copying)
@@ -797,7 +874,8 @@ c_prepare(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             else
                 out = PyBytes_FromStringAndSize((const char *)o.body, o.points ? o.last_end : 0);
             if (out != NULL) {
-                result = Py_BuildValue("(Nn)", out, o.points);
+                result = pair_n(out, o.points);
+                Py_DECREF(out);
             }
         }
     }

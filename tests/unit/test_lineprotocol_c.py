@@ -119,6 +119,18 @@ def test_many_small_random_bodies():
         assert_same(b"".join(rng.choice(UNITS) for _ in range(rng.randint(0, 16))))
 
 
+def test_timestamps_byte_by_byte():
+    """The C scanner checks digits eight at a time: a timestamp of any length with
+    one byte that is not a digit, anywhere, in both paths of the scanner."""
+    for length in range(1, 25):
+        for at in range(length):
+            for bad in (b"/", b":", b"a", b"-", b"\x00", b"\xff", b"\xb0", b"\x3a"):
+                ts = b"1" * at + bad + b"2" * (length - at - 1)
+                for body in (b"cpu v=1 " + ts, b"cpu\\ x v=1 " + ts, b'cpu s="x" ' + ts):
+                    assert_same(body)
+                    assert_same(body + b"\n")
+
+
 def test_every_precision_of_stamp():
     for ts in (b"1", b"-1", b"1700000000", b"", b"x" * 64):
         assert_same(b"cpu v=1\nmem v=2 3\nlog s=\"x\"", ts)
