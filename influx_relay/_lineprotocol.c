@@ -894,6 +894,7 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "influx_relay._lineprotocol",
     "The line scanner of influx_relay.lineprotocol, in C.", -1, methods,
+    NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC
