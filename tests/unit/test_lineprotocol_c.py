@@ -17,24 +17,20 @@ import sys
 from datetime import timedelta
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from influx_relay import lineprotocol
 from influx_relay.errors import LineProtocolError
 
 from .conftest import c_module
+from .test_lineprotocol_properties import BOUNDED as PROPERTIES_BOUNDED
 from .test_lineprotocol_properties import FUZZ, mixed_body, valid_body, valid_line
 
 TS = b"1700000000000000000"
 
-BOUNDED = settings(
-    max_examples=FUZZ or 1000,
-    derandomize=not FUZZ,
-    database=None,
-    deadline=timedelta(seconds=5),
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+# The property tests' bounds, with more examples: each is quick here.
+BOUNDED = settings(PROPERTIES_BOUNDED, max_examples=FUZZ or 1000, deadline=timedelta(seconds=5))
 
 
 def scanned(scan, body, ts=TS):
