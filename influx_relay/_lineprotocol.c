@@ -444,8 +444,11 @@ typedef struct {
 } Out;
 
 /* Where prepare() writes a new body before it becomes a bytes object: kept from
- * one call to the next (the GIL is held throughout), so that its pages are not
- * faulted in again for every body; freed when it grew past SCRATCH_KEEP. */
+ * one call to the next, so that its pages are not faulted in again for every
+ * body; freed when it grew past SCRATCH_KEEP. No other call can use it at the
+ * same time: the GIL is held throughout, and nothing while it is in use can run
+ * Python code (no object the garbage collector tracks is made until the new
+ * body is copied out of it). */
 static char *scratch;
 static Py_ssize_t scratch_cap;
 #define SCRATCH_KEEP (8 << 20)
