@@ -45,7 +45,7 @@ enum {
     STOP_KEY = 1,     /* split_lines, before the first space: \ SP \n */
     STOP_FIELDS = 2,  /* split_lines, outside a string: \ " \n */
     STOP_STRING = 4,  /* split_lines and _LINE, in a string: \ " */
-    STOP_FKEY = 8,    /* _LINE, a key (and a field key but for "=" ","): \ SP \n */
+    STOP_FKEY = 8,    /* _LINE, the key (measurement and tags): \ SP \n */
     STOP_FIELD = 16,  /* _LINE, a field key: \ SP \n = , */
     STOP_VALUE = 32,  /* _LINE, an unquoted value: \ SP \n , " \r */
     STOP_EQ = 64,     /* _simple_line, a field set's "=" */
