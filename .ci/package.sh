@@ -14,7 +14,7 @@
 # Usage: .ci/package.sh [OUTDIR]     (as root; OUTDIR receives the .deb and .rpm)
 #
 # Build dependencies (Debian 12):
-#   apt-get install --no-install-recommends debhelper dh-python python3-all \
+#   apt-get install --no-install-recommends debhelper dh-python gcc python3-all-dev \
 #       python3-setuptools lintian rpm debootstrap systemd-container
 #
 # The repository is left untouched. The debootstrap root is cached as a tarball
@@ -49,11 +49,11 @@ t() { local secs=$1; shift; timeout -k 10 "$secs" "$@"; }
 
 [ "$(id -u)" = 0 ] || fail "run as root (debootstrap, chroot and mount need it)"
 missing=
-for tool in dpkg-buildpackage dh dh_python3 lintian rpmbuild debootstrap systemd-nspawn; do
+for tool in dpkg-buildpackage dh dh_python3 gcc lintian rpmbuild debootstrap systemd-nspawn; do
 	command -v "$tool" >/dev/null || missing="$missing $tool"
 done
 [ -z "$missing" ] || fail "missing:$missing; apt-get install --no-install-recommends" \
-	"debhelper dh-python python3-all python3-setuptools lintian rpm debootstrap systemd-container"
+	"debhelper dh-python gcc python3-all-dev python3-setuptools lintian rpm debootstrap systemd-container"
 
 WORK=$(mktemp -d /tmp/influxdb-relay-package.XXXXXX)
 ROOT="$WORK/root"
@@ -128,6 +128,9 @@ say "versions"
 VERSION=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' "$REPO/influx_relay/__init__.py")
 DEB_VERSION=$(cd "$REPO" && dpkg-parsechangelog -S Version)
 RPM_VERSION=$(sed -n 's/^Version: *//p' "$REPO/packaging/influxdb-relay.spec")
+# The packages hold the C line scanner: they are built for this machine's architecture.
+DEB_ARCH=$(dpkg --print-architecture)
+RPM_ARCH=$(rpm --eval '%{_arch}')
 echo "influx_relay $VERSION, debian/changelog $DEB_VERSION, spec $RPM_VERSION"
 [ "$DEB_VERSION" = "$VERSION" ] ||
 	fail "debian/changelog is at $DEB_VERSION, the code at $VERSION: dch -v $VERSION"
@@ -156,7 +159,7 @@ tar -C "$WORK/pristine" -czf "$RPMTOP/SOURCES/influxdb-relay-$VERSION.tar.gz" "i
 say "dpkg-buildpackage"
 (cd "$SRC" && t 600 dpkg-buildpackage -us -uc -b) >"$WORK/deb-build.log" 2>&1 ||
 	{ tail -40 "$WORK/deb-build.log"; fail "dpkg-buildpackage"; }
-DEB="$WORK/build/influxdb-relay_${VERSION}_all.deb"
+DEB="$WORK/build/influxdb-relay_${VERSION}_${DEB_ARCH}.deb"
 [ -f "$DEB" ] || fail "no $(basename "$DEB")"
 ls -l "$DEB"
 dpkg-deb -f "$DEB" Package Version Architecture Pre-Depends Depends
@@ -174,6 +177,8 @@ dpkg-deb --fsys-tarfile "$DEB" | tar -xOf - ./lib/systemd/system/influxdb-relay.
 	cmp -s - "$PRISTINE/packaging/influxdb-relay.service" || fail ".deb's unit is not packaging/'s"
 dpkg-deb --fsys-tarfile "$DEB" | tar -xOf - ./etc/init.d/influxdb-relay |
 	cmp -s - "$PRISTINE/packaging/influxdb-relay.init" || fail ".deb's init script is not packaging/'s"
+has '^/usr/lib/python3/dist-packages/influx_relay/_lineprotocol\..*\.so$' "$WORK/deb-files" ||
+	fail ".deb lacks the C line scanner"
 dpkg-deb --ctrl-tarfile "$DEB" | tar -xOf - ./conffiles | has -x /etc/influxdb-relay/influxdb-relay.conf ||
 	fail "the config is not a conffile"
 dpkg-deb --fsys-tarfile "$DEB" | tar -xOf - ./etc/influxdb-relay/influxdb-relay.conf |
@@ -192,7 +197,7 @@ say "rpmbuild"
 # --nodeps: Debian has no RPM database to find the build dependencies in.
 t 600 rpmbuild --nodeps --define "_topdir $RPMTOP" -bb "$SRC/packaging/influxdb-relay.spec" \
 	>"$WORK/rpm-build.log" 2>&1 || { tail -40 "$WORK/rpm-build.log"; fail "rpmbuild"; }
-RPM="$RPMTOP/RPMS/noarch/influxdb-relay-$VERSION-1.noarch.rpm"
+RPM="$RPMTOP/RPMS/$RPM_ARCH/influxdb-relay-$VERSION-1.$RPM_ARCH.rpm"
 [ -f "$RPM" ] || fail "no $(basename "$RPM")"
 ls -l "$RPM"
 echo "-- rpm -qpl"
@@ -203,6 +208,8 @@ for f in /usr/bin/influx-relay /usr/bin/influxdb-relay /etc/influxdb-relay/influ
 	has -x "$f" "$WORK/rpm-files" || fail ".rpm lacks $f"
 done
 has '/site-packages/influx_relay/cli.py$' "$WORK/rpm-files" || fail ".rpm lacks the package"
+has '/site-packages/influx_relay/_lineprotocol\..*\.so$' "$WORK/rpm-files" ||
+	fail ".rpm lacks the C line scanner"
 has '^/usr/share/man/man1/influx-relay.1' "$WORK/rpm-files" || fail ".rpm lacks the man page"
 echo "-- rpm -qpR"
 rpm -qpR "$RPM" | tee "$WORK/rpm-requires"
@@ -232,7 +239,7 @@ mkdir -p "$WORK/build-up" && cp -a "$PRISTINE" "$UP_SRC"
 mv "$UP_SRC/debian/changelog.new" "$UP_SRC/debian/changelog"
 (cd "$UP_SRC" && t 600 dpkg-buildpackage -us -uc -b) >"$WORK/deb-build-up.log" 2>&1 ||
 	{ tail -40 "$WORK/deb-build-up.log"; fail "dpkg-buildpackage (upgrade)"; }
-UP_DEB="$WORK/build-up/influxdb-relay_${UP_VERSION}_all.deb"
+UP_DEB="$WORK/build-up/influxdb-relay_${UP_VERSION}_${DEB_ARCH}.deb"
 [ -f "$UP_DEB" ] || fail "no $(basename "$UP_DEB")"
 
 if [ -n "$OUTDIR" ]; then
@@ -314,9 +321,9 @@ apt_get() {
 	STEP_TIMEOUT=900 inroot sh -c 'cd /srv/debs && exec apt-get -q -y "$@"' apt-get "$@"
 }
 
-say "apt-get install ./influxdb-relay_${VERSION}_all.deb in the clean root"
+say "apt-get install ./influxdb-relay_${VERSION}_${DEB_ARCH}.deb in the clean root"
 apt_get update >"$WORK/apt.log" 2>&1 || { tail -20 "$WORK/apt.log"; fail "apt-get update"; }
-apt_get --no-install-recommends install "./influxdb-relay_${VERSION}_all.deb" || fail "apt-get install"
+apt_get --no-install-recommends install "./influxdb-relay_${VERSION}_${DEB_ARCH}.deb" || fail "apt-get install"
 
 CONF=/etc/influxdb-relay/influxdb-relay.conf
 INIT=/etc/init.d/influxdb-relay
@@ -329,6 +336,9 @@ say "what the package installed"
 status_is "ii $VERSION"
 inroot influx-relay --version
 inroot influxdb-relay --version | has "$VERSION" || fail "influxdb-relay --version"
+impl=$(inroot python3 -c 'from influx_relay import lineprotocol as l; print(l.IMPLEMENTATION, l.PYTHON_REASON)')
+echo "line scanner: $impl"
+[ "$impl" = "c None" ] || fail "the installed relay does not use the C line scanner: $impl"
 inroot getent passwd influxdb-relay | tee "$WORK/passwd"
 IFS=: read -r _ _ RELAY_UID RELAY_GID _ RELAY_HOME RELAY_SHELL <"$WORK/passwd"
 [ "$RELAY_HOME" = /var/lib/influxdb-relay ] || fail "home is $RELAY_HOME"
@@ -468,14 +478,14 @@ inroot getent passwd influxdb-relay >/dev/null || fail "remove deleted the user"
 [ -f "$ROOT$INIT" ] && [ ! -x "$ROOT$INIT" ] || fail "remove did not keep $INIT, non-executable"
 
 say "reinstall and upgrade keep the edited config"
-apt_get --no-install-recommends install "./influxdb-relay_${VERSION}_all.deb" || fail "install after remove"
+apt_get --no-install-recommends install "./influxdb-relay_${VERSION}_${DEB_ARCH}.deb" || fail "install after remove"
 status_is "ii $VERSION"
 same_conf "install after remove"
 [ -x "$ROOT$INIT" ] || fail "install after remove left $INIT non-executable"
-apt_get --no-install-recommends install --reinstall "./influxdb-relay_${VERSION}_all.deb" ||
+apt_get --no-install-recommends install --reinstall "./influxdb-relay_${VERSION}_${DEB_ARCH}.deb" ||
 	fail "reinstall"
 same_conf reinstall
-apt_get --no-install-recommends install "./influxdb-relay_${UP_VERSION}_all.deb" || fail "upgrade"
+apt_get --no-install-recommends install "./influxdb-relay_${UP_VERSION}_${DEB_ARCH}.deb" || fail "upgrade"
 status_is "ii $UP_VERSION"
 same_conf upgrade
 no_conf_leftovers upgrade

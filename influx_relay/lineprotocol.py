@@ -8,8 +8,16 @@ so broken that stamping it would change its meaning (no field set, say).
 
 Lines with a timestamp are forwarded byte for byte. Blank lines and ``#``
 comments are dropped, and ``\\r\\n`` line ends become ``\\n``.
+
+:func:`scan` and :func:`prepare` are the C scanner of ``_lineprotocol.c`` when
+it is built, else the pure-Python :func:`python_scan` and
+:func:`python_prepare` below, which stay the reference: both give the same
+lines, ``changed`` flags and errors for every body (the tests compare them).
+:data:`IMPLEMENTATION` says which one is in use; ``INFLUX_RELAY_PURE_PYTHON=1``
+in the environment chooses the Python one.
 """
 
+import os
 import re
 
 from .errors import LineProtocolError
@@ -54,7 +62,7 @@ def stamp(unit_ns, now_ns):
     return b"%d" % (now_ns // unit_ns)
 
 
-def scan(body, ts):
+def python_scan(body, ts):
     """Check ``body`` and stamp every line that lacks a timestamp with ``ts``.
 
     Returns ``(lines, changed)``: the lines to forward (no line ends) and
@@ -93,12 +101,12 @@ def _scan_lines(body, ts):
     return out, changed
 
 
-def prepare(body, ts):
+def python_prepare(body, ts):
     """Like :func:`scan`, but returns ``(body, points)`` ready to forward.
 
     The body comes back as the very object given when no line changed.
     """
-    lines, changed = scan(body, ts)
+    lines, changed = python_scan(body, ts)
     if changed:
         body = b"\n".join(lines)
     return body, len(lines)
@@ -334,3 +342,32 @@ def parse_series_key(key):
         tags = [_ESCAPED.sub(rb"\1", _TAG_KEY.match(p).group(0)) for p in parts[1:]]
         parts[0] = _ESCAPED.sub(rb"\1", parts[0])
     return parts[0].decode("utf-8", "replace"), [t.decode("utf-8", "replace") for t in tags]
+
+
+# ---------------------------------------------------------------------------
+# The scanner in use: C when it is built (and not refused), else Python.
+
+#: Set (to anything but "" or "0") to use the pure-Python scanner.
+PURE_PYTHON_ENV = "INFLUX_RELAY_PURE_PYTHON"
+
+
+def _c_scanner():
+    """``(module, None)``, or ``(None, why not)``."""
+    if os.environ.get(PURE_PYTHON_ENV, "") not in ("", "0"):
+        return None, "%s is set" % PURE_PYTHON_ENV
+    try:
+        from . import _lineprotocol
+    except ImportError as e:
+        return None, "the C scanner is not built (%s)" % e
+    return _lineprotocol, None
+
+
+_c, _why = _c_scanner()
+#: "c" or "python": which scanner :func:`scan` and :func:`prepare` are.
+IMPLEMENTATION = "python" if _c is None else "c"
+#: Why the Python scanner is in use (None when it is the C one).
+PYTHON_REASON = _why
+if _c is None:
+    scan, prepare = python_scan, python_prepare
+else:
+    scan, prepare = _c.scan, _c.prepare

@@ -9,7 +9,10 @@
 # the `influx` CLI and collectd. When all of them are there it does not touch apt at all.
 # The virtualenv .venv (made with the machine's python3) gets requirements.txt and the
 # relay itself (`pip install -e .`), and with SETUP_TEST_PACKAGES=1 requirements-dev.txt
-# too; pip runs again only when those files or setup.py changed since the last run.
+# too; pip runs again only when those files, setup.py or the C source changed since
+# the last run (`pip install -e .` builds the C line scanner in place when gcc and
+# python3-dev are there, which SETUP_TEST_PACKAGES=1 installs; without them the relay
+# runs its pure-Python scanner).
 #
 # Each step prints one line saying what it does, the tool's own progress (packages
 # fetched and set up, Python packages collected) and how long it took. A failed step
@@ -23,6 +26,22 @@ SETUP_START=${SETUP_START:-$(date +%s)}
 
 say() { printf '==> [%ss] %s\n' "$(($(date +%s) - SETUP_START))" "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# copy_tree DEST: the checkout as git sees it (tracked and new files, nothing
+# ignored, uncommitted edits included) copied into DEST.
+copy_tree() {
+    mkdir -p "$1"
+    (cd "$REPO_ROOT" && git ls-files -z --cached --others --exclude-standard |
+        xargs -0 -r sh -c 'for f; do [ -e "$f" ] && printf "%s\0" "$f"; done' sh |
+        tar --null -T - -cf -) | tar -xf - -C "$1"
+}
+
+# Whether python3 has its C headers (to build the C line scanner).
+_python_headers() {
+    python3 -c 'import os, sys, sysconfig
+sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+        >/dev/null 2>&1
+}
 
 # Debian packages the scripts need, for each thing that is missing.
 _missing_packages() {
@@ -42,6 +61,9 @@ _missing_packages() {
         [ -x /usr/bin/prometheus ] && [ -x /usr/bin/promtool ] || pkgs+=(prometheus)
         [ -x /usr/bin/influx ] || pkgs+=(influxdb-client)
         [ -x /usr/sbin/collectd ] || pkgs+=(collectd-core)
+        # The C line scanner, which the tests test (`pip install -e .` builds it).
+        command -v gcc >/dev/null 2>&1 || pkgs+=(gcc)
+        _python_headers || pkgs+=(python3-dev)
     fi
     echo "${pkgs[@]}"
 }
@@ -152,8 +174,10 @@ ensure_debs() {
     [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 }
 
-_stamp() {  # FILE...: a hash of those files and of the python that installs them
-    (cd "$REPO_ROOT" && cat "$@" 2>/dev/null && python3 --version 2>&1) | sha256sum | cut -d' ' -f1
+_stamp() {  # FILE...: a hash of those files, of the python that installs them and of
+    # whether the C scanner can be built (gcc and Python.h), so that it is once they come
+    (cd "$REPO_ROOT" && cat "$@" 2>/dev/null && python3 --version 2>&1 &&
+        command -v gcc 2>&1; _python_headers && echo python-headers) | sha256sum | cut -d' ' -f1
 }
 
 # _pip_install STAMP_FILE WHAT PIP_ARGS...: pip install PIP_ARGS into .venv unless the
@@ -186,7 +210,7 @@ make_venv() {
     [ -x "$VENV/bin/influx-relay" ] && (cd / && "$VENV/bin/python" -c 'import influx_relay') 2>/dev/null \
         || rm -f "$VENV/.influx-relay-setup"
     _pip_install "$VENV/.influx-relay-setup" "the relay and requirements.txt" \
-        "$(_stamp requirements.txt setup.py)" -r requirements.txt -e .
+        "$(_stamp requirements.txt setup.py influx_relay/_lineprotocol.c)" -r requirements.txt -e .
     # What the tests need besides (pytest, hypothesis, the InfluxDB clients).
     if [ "${SETUP_TEST_PACKAGES:-0}" != 0 ]; then
         _pip_install "$VENV/.influx-relay-setup-dev" "requirements-dev.txt (the test tools)" \

@@ -236,8 +236,10 @@ class Influxd:
 class Relay:
     """The real relay process, run with a generated TOML config."""
 
-    def __init__(self, directory, config_text, port, name="relay"):
+    def __init__(self, directory, config_text, port, name="relay", env=None):
+        """``env``: variables to set (or override) in the relay's environment."""
         self.dir = Path(directory)
+        self.env = None if env is None else dict(os.environ, **env)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = port
         self.config_path = self.dir / ("%s.toml" % name)
@@ -255,7 +257,7 @@ class Relay:
             self.proc = subprocess.Popen(
                 relay_command("run", "--config", str(self.config_path), "-v"),
                 stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=str(self.dir),
-                start_new_session=True,
+                start_new_session=True, env=self.env,
             )
         if not wait_http:
             return self

@@ -6,9 +6,15 @@ what a body means. Each case writes one request both ways, into two databases of
 one influxd, and compares everything the databases hold (``SELECT * GROUP BY *``),
 times included. A line without a timestamp is stamped by the relay and by influxd
 at slightly different moments: such times are compared within a tolerance.
+
+Every test runs twice: against a relay with the C line scanner, and against one
+with the pure-Python scanner (INFLUX_RELAY_PURE_PYTHON=1 in its environment).
 """
 
+import os
 import re
+import subprocess
+import sys
 import time
 import uuid
 from datetime import timedelta
@@ -36,13 +42,26 @@ def influxd_module(tmp_path_factory):
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def relay_module(tmp_path_factory, influxd_module):
+def _scanner_env(implementation):
+    """The relay's environment for a scanner, checked with the relay's Python."""
+    env = {"INFLUX_RELAY_PURE_PYTHON": "1" if implementation == "python" else ""}
+    used = subprocess.run(
+        [sys.executable, "-c", "from influx_relay import lineprotocol as l; "
+                               "print(l.IMPLEMENTATION, l.PYTHON_REASON)"],
+        env=dict(os.environ, **env), capture_output=True, timeout=60, check=True,
+    ).stdout.decode().strip()
+    assert used.split()[0] == implementation, used
+    return env
+
+
+@pytest.fixture(scope="module", params=["c", "python"])
+def relay_module(request, tmp_path_factory, influxd_module):
     port = free_port()
     config = ('[[http]]\nname = "diff"\nbind-addr = "%s:%d"\n'
               'output = [ { name = "a", location = "%s/write", timeout = "5s" } ]\n'
               % (HOST, port, influxd_module.url))
-    relay = Relay(tmp_path_factory.mktemp("diff-relay"), config, port).start()
+    relay = Relay(tmp_path_factory.mktemp("diff-relay"), config, port,
+                  env=_scanner_env(request.param)).start()
     yield relay
     assert relay.stop() == 0, relay.stderr()[-3000:]
 

@@ -1,4 +1,8 @@
-"""The line protocol scanner: splitting, checking and stamping, no sockets."""
+"""The line protocol scanner: splitting, checking and stamping, no sockets.
+
+Each test of scan() and prepare() runs against both scanners, the pure-Python
+one and the C one (the ``scanner`` fixture of conftest.py).
+"""
 
 import random
 
@@ -7,13 +11,14 @@ import pytest
 from influx_relay import lineprotocol
 
 from influx_relay.errors import LineProtocolError
-from influx_relay.lineprotocol import PRECISION_NS, pack, prepare, scan, stamp
+from influx_relay.lineprotocol import PRECISION_NS, pack, stamp
 
 TS = b"1700000000000000000"
 
 
-def lines_of(body):
-    return scan(body, TS)[0]
+@pytest.fixture
+def lines_of(scanner):
+    return lambda body: scanner.scan(body, TS)[0]
 
 
 # ---------------------------------------------------------------------------
@@ -42,14 +47,14 @@ def test_every_precision_influxdb_accepts_is_known():
     assert set(PRECISION_NS) == {"n", "ns", "u", "us", "ms", "s", "m", "h"}
 
 
-def test_a_body_whose_lines_all_have_timestamps_comes_back_as_is():
+def test_a_body_whose_lines_all_have_timestamps_comes_back_as_is(scanner):
     body = b"cpu,host=a v=1 1\nmem free=2i 2"
-    out, points = prepare(body, TS)
+    out, points = scanner.prepare(body, TS)
     assert out is body
     assert points == 2
 
 
-def test_lines_without_timestamps_are_stamped():
+def test_lines_without_timestamps_are_stamped(lines_of):
     assert lines_of(b"cpu v=1\ncpu v=2 5\nmem,host=a free=3i,used=4i") == [
         b"cpu v=1 " + TS,
         b"cpu v=2 5",
@@ -57,62 +62,62 @@ def test_lines_without_timestamps_are_stamped():
     ]
 
 
-def test_trailing_spaces_are_not_kept_before_the_stamp():
+def test_trailing_spaces_are_not_kept_before_the_stamp(lines_of):
     assert lines_of(b"cpu v=1   ") == [b"cpu v=1 " + TS]
 
 
-def test_negative_timestamps_count_as_timestamps():
+def test_negative_timestamps_count_as_timestamps(lines_of):
     assert lines_of(b"cpu v=1 -5") == [b"cpu v=1 -5"]
 
 
-def test_blank_lines_comments_and_crlf():
+def test_blank_lines_comments_and_crlf(scanner):
     body = b"# header\r\n\r\ncpu v=1 1\r\n   \n  # indented comment\ncpu v=2 2\r\n"
-    out, points = prepare(body, TS)
+    out, points = scanner.prepare(body, TS)
     assert out == b"cpu v=1 1\ncpu v=2 2"
     assert points == 2
 
 
-def test_crlf_before_a_stamp_is_dropped_when_the_body_has_quotes():
+def test_crlf_before_a_stamp_is_dropped_when_the_body_has_quotes(lines_of):
     # Found by the property tests: with a quote anywhere in the body, the "\r"
     # of a CRLF line end was kept in an unquoted value, before the stamp.
     body = b'cpu v=1.5\r\nlog msg="x"\r\nmem n=2i\r\n'
     assert lines_of(body) == [b"cpu v=1.5 " + TS, b'log msg="x" ' + TS, b"mem n=2i " + TS]
 
 
-def test_an_empty_body_has_no_points():
-    assert prepare(b"", TS) == (b"", 0)
-    assert prepare(b"\n\n# nothing\n", TS)[1] == 0
+def test_an_empty_body_has_no_points(scanner):
+    assert scanner.prepare(b"", TS) == (b"", 0)
+    assert scanner.prepare(b"\n\n# nothing\n", TS)[1] == 0
 
 
 # ---------------------------------------------------------------------------
 # Escapes and quoted strings
 
 
-def test_escaped_spaces_and_commas_in_keys():
+def test_escaped_spaces_and_commas_in_keys(lines_of):
     body = b"my\\ cpu,host=a\\ b,path=c:\\\\x v\\ x=1"
     assert lines_of(body) == [body + b" " + TS]
     body = b"my\\ cpu,host=a\\,b v=1 123"
     assert lines_of(body) == [body]
 
 
-def test_quoted_strings_may_hold_spaces_commas_equals_and_escaped_quotes():
+def test_quoted_strings_may_hold_spaces_commas_equals_and_escaped_quotes(lines_of):
     body = b'log msg="a b, c=d \\"quoted\\" \\\\ end",n=1i 42'
     assert lines_of(body) == [body]
     body = b'log msg="a b, c=d"'
     assert lines_of(body) == [body + b" " + TS]
 
 
-def test_a_quoted_string_may_hold_a_newline():
+def test_a_quoted_string_may_hold_a_newline(lines_of):
     body = b'log msg="first\nsecond" 1\nlog msg="x"'
     assert lines_of(body) == [b'log msg="first\nsecond" 1', b'log msg="x" ' + TS]
 
 
-def test_a_quoted_string_that_looks_like_a_timestamp_is_not_one():
+def test_a_quoted_string_that_looks_like_a_timestamp_is_not_one(lines_of):
     body = b'log msg="x 123"'
     assert lines_of(body) == [body + b" " + TS]
 
 
-def test_quotes_in_tag_values_are_ordinary_characters():
+def test_quotes_in_tag_values_are_ordinary_characters(lines_of):
     body = b'cpu,host="a" v=1'
     assert lines_of(body) == [body + b" " + TS]
 
@@ -137,24 +142,24 @@ def test_quotes_in_tag_values_are_ordinary_characters():
         (b"cpu =1", 1, "missing field key"),
     ],
 )
-def test_a_bad_line_is_named_by_number(body, lineno, reason):
+def test_a_bad_line_is_named_by_number(scanner, body, lineno, reason):
     with pytest.raises(LineProtocolError) as e:
-        prepare(body, TS)
+        scanner.prepare(body, TS)
     assert e.value.lineno == lineno
     assert e.value.reason == reason
     assert ("line %d" % lineno) in str(e.value)
 
 
-def test_the_quoted_bad_line_is_truncated():
+def test_the_quoted_bad_line_is_truncated(scanner):
     with pytest.raises(LineProtocolError) as e:
-        prepare(b"x" * 10000, TS)
+        scanner.prepare(b"x" * 10000, TS)
     assert len(str(e.value)) < 250
 
 
-def test_invalid_utf8_and_nul_bytes_do_not_crash():
+def test_invalid_utf8_and_nul_bytes_do_not_crash(scanner, lines_of):
     assert lines_of(b"cpu,host=\xff\xfe v=1 1") == [b"cpu,host=\xff\xfe v=1 1"]
     with pytest.raises(LineProtocolError):
-        prepare(b"\x00\x00\x00", TS)
+        scanner.prepare(b"\x00\x00\x00", TS)
 
 
 # ---------------------------------------------------------------------------
@@ -175,7 +180,8 @@ def test_pack_drops_only_the_line_too_long_for_a_payload():
 
 
 # ---------------------------------------------------------------------------
-# The fast path for plain bodies gives what the line-by-line scan gives
+# The Python scanner's fast path for plain bodies gives what its line-by-line
+# scan gives (the C scanner follows the line-by-line scan: this is what lets it)
 
 
 def _general(body):
@@ -187,7 +193,7 @@ def _general(body):
 
 def _scanned(body):
     try:
-        return scan(body, TS)
+        return lineprotocol.python_scan(body, TS)
     except LineProtocolError as e:
         return str(e)
 
@@ -207,4 +213,4 @@ def test_plain_fast_path_on_a_telegraf_like_body():
         for i in range(500)
     )
     assert lineprotocol._scan_plain(body, TS) is not None  # the fast path took it
-    assert scan(body, TS) == lineprotocol._scan_lines(body, TS)
+    assert lineprotocol.python_scan(body, TS) == lineprotocol._scan_lines(body, TS)

@@ -6,6 +6,10 @@ garbage. Whatever the body, :func:`scan` either returns the lines to forward or
 raises :class:`LineProtocolError` naming the first bad line; it never raises
 anything else and never hangs.
 
+Each property runs against both scanners, the pure-Python one and the C one
+(the ``scanner`` fixture of conftest.py); tests/unit/test_lineprotocol_c.py
+compares the two byte for byte.
+
 The runs are bounded and repeatable: a fixed number of examples, derandomized,
 and no example database written into the checkout. For a longer random search:
 ``INFLUX_RELAY_FUZZ=20000 python3 -m pytest tests/unit/test_lineprotocol_properties.py``.
@@ -22,7 +26,6 @@ from hypothesis import strategies as st
 
 from influx_relay import lineprotocol
 from influx_relay.errors import LineProtocolError
-from influx_relay.lineprotocol import scan
 
 TS = b"1700000000000000000"
 TS2 = b"1800000000000000000"
@@ -58,11 +61,11 @@ def no_hang(seconds=5):
         signal.signal(signal.SIGALRM, previous)
 
 
-def outcome(body, ts=TS):
+def outcome(scanner, body, ts=TS):
     """``("ok", lines)`` or ``("error", lineno, line)``; any other exception propagates."""
     with no_hang():
         try:
-            lines, _ = scan(body, ts)
+            lines, _ = scanner.scan(body, ts)
         except LineProtocolError as e:
             return ("error", e.lineno, e.line)
     return ("ok", lines)
@@ -175,9 +178,9 @@ def valid_body(draw):
 
 @BOUNDED
 @given(valid_body())
-def test_valid_bodies_are_accepted_and_stamped_exactly_where_needed(case):
+def test_valid_bodies_are_accepted_and_stamped_exactly_where_needed(scanner, case):
     body, items = case
-    result = outcome(body)
+    result = outcome(scanner, body)
     assert result[0] == "ok", result
     # Never splits inside a quoted string, never drops or merges a line...
     assert len(result[1]) == len(items)
@@ -187,12 +190,12 @@ def test_valid_bodies_are_accepted_and_stamped_exactly_where_needed(case):
 
 @BOUNDED
 @given(valid_body())
-def test_scanning_what_the_relay_forwards_changes_nothing(case):
+def test_scanning_what_the_relay_forwards_changes_nothing(scanner, case):
     """Every forwarded line now has a timestamp, so a second relay (or a retry)
     forwards the same bytes and stamps nothing again."""
     body, _ = case
-    lines, _ = scan(body, TS)
-    again, changed = scan(b"\n".join(lines), TS2)
+    lines, _ = scanner.scan(body, TS)
+    again, changed = scanner.scan(b"\n".join(lines), TS2)
     assert again == lines
     assert not changed or not lines
 
@@ -231,9 +234,9 @@ def body_with_a_bad_line(draw):
 
 @BOUNDED
 @given(body_with_a_bad_line())
-def test_the_first_bad_line_is_named(case):
+def test_the_first_bad_line_is_named(scanner, case):
     body, lineno, bad = case
-    result = outcome(body)
+    result = outcome(scanner, body)
     assert result[0] == "error", result
     assert result[1] == lineno
     assert result[2] == bad
@@ -241,11 +244,11 @@ def test_the_first_bad_line_is_named(case):
 
 @BOUNDED
 @given(valid_body(), st.sampled_from([b'cpu v="abc', b'cpu v="abc\\"', b'cpu,t=\\ x v="a\nb']))
-def test_an_unterminated_string_is_named_where_it_starts(case, bad):
+def test_an_unterminated_string_is_named_where_it_starts(scanner, case, bad):
     before = case[0]
     if before and not before.endswith(b"\n"):
         before += b"\n"
-    result = outcome(before + bad)
+    result = outcome(scanner, before + bad)
     assert result[:2] == ("error", before.count(b"\n") + 1)
 
 
@@ -274,9 +277,9 @@ def physical_lines(body):
     return body.split(b"\n")
 
 
-def check_any_body(body):
+def check_any_body(scanner, body):
     """The properties that hold for every body whatsoever."""
-    result = outcome(body)
+    result = outcome(scanner, body)
     if result[0] == "error":
         _, lineno, line = result
         lines = physical_lines(body)
@@ -287,7 +290,7 @@ def check_any_body(body):
         prefix = b"\n".join(lines[: lineno - 1])
         if b'"' in body and b'"' not in prefix:
             prefix += b'\nq s="x" 1'  # so that it is scanned the way the body was
-        result = outcome(prefix)
+        result = outcome(scanner, prefix)
         assert result[0] == "ok", (result, lineno)
         return
     lines = result[1]
@@ -298,31 +301,31 @@ def check_any_body(body):
             line.endswith(b" " + TS) and line[: -len(TS) - 1] in body
         ), line
     # And what is forwarded scans again to itself.
-    again = outcome(b"\n".join(lines), TS2)
+    again = outcome(scanner, b"\n".join(lines), TS2)
     assert again == ("ok", lines)
 
 
 @BOUNDED
 @given(mixed_body())
-def test_mixed_bodies_are_accepted_or_name_their_first_bad_line(body):
-    check_any_body(body)
+def test_mixed_bodies_are_accepted_or_name_their_first_bad_line(scanner, body):
+    check_any_body(scanner, body)
 
 
 @BOUNDED
 @given(garbage(max_size=200))
-def test_garbage_is_accepted_or_names_its_first_bad_line(body):
-    check_any_body(body)
+def test_garbage_is_accepted_or_names_its_first_bad_line(scanner, body):
+    check_any_body(scanner, body)
 
 
 @BOUNDED
 @given(st.binary(max_size=300))
-def test_random_bytes_are_accepted_or_name_their_first_bad_line(body):
-    check_any_body(body)
+def test_random_bytes_are_accepted_or_name_their_first_bad_line(scanner, body):
+    check_any_body(scanner, body)
 
 
 @BOUNDED
 @given(mixed_body())
-def test_a_quote_elsewhere_does_not_change_how_other_lines_scan(body):
+def test_a_quote_elsewhere_does_not_change_how_other_lines_scan(scanner, body):
     """The scanner has a fast path for bodies without '"'. Appending a harmless
     quoted line switches paths; the lines both accept must come out the same.
 
@@ -331,8 +334,8 @@ def test_a_quote_elsewhere_does_not_change_how_other_lines_scan(body):
     """
     assume(not body.endswith(b"\\"))
     quoted = b'q s="x" 1'
-    fast = outcome(body)
-    full = outcome(body + b"\n" + quoted)
+    fast = outcome(scanner, body)
+    full = outcome(scanner, body + b"\n" + quoted)
     if full[0] == "ok":
         assert fast == ("ok", full[1][:-1])
     # The fast path checks less (an empty value, a dangling comma: InfluxDB's
@@ -354,8 +357,8 @@ def test_a_quote_elsewhere_does_not_change_how_other_lines_scan(body):
     b"\n" * 1_000_000,
     b" " * 1_000_000 + b"cpu v=1",
 ], ids=lambda body: "%r..%d" % (body[:12], len(body)))
-def test_hostile_bodies_are_scanned_in_bounded_time(body):
-    result = outcome(body)
+def test_hostile_bodies_are_scanned_in_bounded_time(scanner, body):
+    result = outcome(scanner, body)
     assert result[0] in ("ok", "error")
 
 
@@ -425,16 +428,16 @@ def test_lines_end_where_influxdbs_scanner_ends_them(body):
     ("field key", b"m,t=a f\\\nk=1 32"),
     ("string field", b'm,t=a s="x\\\ny" 35'),
 ])
-def test_an_escaped_newline_does_not_end_a_line(part, line):
+def test_an_escaped_newline_does_not_end_a_line(scanner, part, line):
     """influxd 1.6.7 stores each of these as one point (backslash and newline kept)."""
-    lines, _ = scan(line + b"\nnext v=1", TS)
+    lines, _ = scanner.scan(line + b"\nnext v=1", TS)
     assert lines == [line, b"next v=1 " + TS]
-    lines, _ = scan(line.rsplit(b" ", 1)[0], TS)  # and stamped when it has no timestamp
+    lines, _ = scanner.scan(line.rsplit(b" ", 1)[0], TS)  # and stamped when it has no timestamp
     assert lines == [line.rsplit(b" ", 1)[0] + b" " + TS]
 
 
-def test_a_comment_with_a_string_runs_on_to_its_closing_quote():
+def test_a_comment_with_a_string_runs_on_to_its_closing_quote(scanner):
     """As influxd 1.6.7 reads it: the two lines inside the comment's "string" are
     part of the comment, not points."""
     body = b'# c=1 "x\nq f=1 43\nq f=2 44" done\nq f=3 45'
-    assert scan(body, TS)[0] == [b"q f=3 45"]
+    assert scanner.scan(body, TS)[0] == [b"q f=3 45"]
