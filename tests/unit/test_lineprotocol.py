@@ -9,7 +9,6 @@ import random
 import pytest
 
 from influx_relay import lineprotocol
-
 from influx_relay.errors import LineProtocolError
 from influx_relay.lineprotocol import PRECISION_NS, pack, stamp
 

@@ -17,15 +17,13 @@ import sys
 from datetime import timedelta
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from influx_relay import lineprotocol
 from influx_relay.errors import LineProtocolError
 
 from .conftest import c_module
-from .test_lineprotocol_properties import BOUNDED as PROPERTIES_BOUNDED
-from .test_lineprotocol_properties import FUZZ, mixed_body, valid_body, valid_line
+from .test_lineprotocol_properties import BOUNDED as PROPERTIES_BOUNDED, FUZZ, mixed_body, valid_body, valid_line
 
 TS = b"1700000000000000000"
 

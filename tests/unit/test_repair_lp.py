@@ -17,14 +17,25 @@ import struct
 from types import SimpleNamespace
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from influx_relay import config, repair
-from influx_relay.repair import (CopyFailed, Measurement, PointRate, field_key, json_objects,
-                                 measurement_key, quote_ident, series_key, series_lines,
-                                 series_pieces, source_name, splits_cleanly, string_value,
-                                 tag_part)
+from influx_relay.repair import (
+    CopyFailed,
+    Measurement,
+    PointRate,
+    field_key,
+    json_objects,
+    measurement_key,
+    quote_ident,
+    series_key,
+    series_lines,
+    series_pieces,
+    source_name,
+    splits_cleanly,
+    string_value,
+    tag_part,
+)
 
 BOUNDED = settings(max_examples=300, derandomize=True, database=None, deadline=None,
                    suppress_health_check=[HealthCheck.too_slow])
