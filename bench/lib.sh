@@ -150,13 +150,80 @@ bench_init() {
     RELAY_SRC=$REPO
     if [ -n "${RELAY_REV:-}" ]; then
         mkdir -p "$WORK/src"
-        git -C "$REPO" archive "$RELAY_REV" influx_relay | tar -x -C "$WORK/src" \
-            || die "cannot export influx_relay/ at $RELAY_REV"
+        # setup.py too: it builds the C line scanner (prepare_scanner)
+        if git -C "$REPO" cat-file -e "$RELAY_REV:setup.py" 2>/dev/null; then
+            git -C "$REPO" archive "$RELAY_REV" influx_relay setup.py | tar -x -C "$WORK/src" \
+                || die "cannot export influx_relay/ and setup.py at $RELAY_REV"
+        else
+            git -C "$REPO" archive "$RELAY_REV" influx_relay | tar -x -C "$WORK/src" \
+                || die "cannot export influx_relay/ at $RELAY_REV"
+        fi
         RELAY_SRC=$WORK/src
     fi
+    prepare_scanner
     trap _run_cleanup EXIT
     trap 'exit 130' INT
     trap 'exit 143' TERM
+}
+
+# prepare_scanner: which line scanner the relay runs with, SCANNER=c (the default) or python.
+#   c       the C extension (influx_relay/_lineprotocol.c), built for $PY with
+#           `INFLUX_RELAY_REQUIRE_C=1 $PY setup.py build_ext --inplace` in the tree that is run
+#           (log: $WORK/build_ext.log), installing gcc and python3-dev when missing. A RELAY_REV
+#           export is built in place; the working tree is first copied to $WORK/src (others'
+#           checkout is not written to), so RELAY_SRC is then that copy. A commit without the C
+#           scanner runs its pure-Python one (the header says so).
+#   python  INFLUX_RELAY_PURE_PYTHON=1 in the relay's environment: the pure-Python scanner.
+# Sets SCANNER_DESC ("c", "python (...)") for the header; dies if SCANNER=c does not give "c".
+prepare_scanner() {
+    local suffix inc
+    SCANNER=${SCANNER:-c}
+    case $SCANNER in
+    python)
+        export INFLUX_RELAY_PURE_PYTHON=1 ;;
+    c)
+        unset INFLUX_RELAY_PURE_PYTHON
+        if [ ! -f "$RELAY_SRC/influx_relay/_lineprotocol.c" ]; then
+            SCANNER_NOTE="no C scanner at this commit"
+        else
+            if [ "$RELAY_SRC" = "$REPO" ]; then
+                mkdir -p "$WORK/src"
+                tar -C "$REPO" -c --exclude=__pycache__ --exclude='*.so' --exclude=build \
+                    influx_relay setup.py | tar -x -C "$WORK/src" \
+                    || die "cannot copy the working tree to $WORK/src"
+                RELAY_SRC=$WORK/src
+                say "working tree copied to $RELAY_SRC (to build the C scanner there)"
+            fi
+            command -v gcc >/dev/null 2>&1 || apt_install gcc
+            inc=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+            [ -f "$inc/Python.h" ] || apt_install python3-dev
+            [ -f "$inc/Python.h" ] || die "no Python.h in $inc for $PY (python3-dev is for /usr/bin/python3 only)"
+            "$PY" -c 'import setuptools' >/dev/null 2>&1 \
+                || "$PY" -m pip install -q --disable-pip-version-check setuptools >"$WORK/build_ext.log" 2>&1 \
+                || die "$PY has no setuptools and pip could not install it; see $WORK/build_ext.log"
+            say "building the C line scanner for $PY in $RELAY_SRC (log $WORK/build_ext.log)"
+            (cd "$RELAY_SRC" && INFLUX_RELAY_REQUIRE_C=1 "$PY" setup.py -q build_ext --inplace) \
+                >>"$WORK/build_ext.log" 2>&1 \
+                || { tail -20 "$WORK/build_ext.log" >&2; die "the C line scanner did not build; see $WORK/build_ext.log"; }
+            suffix=$("$PY" -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
+            [ -f "$RELAY_SRC/influx_relay/_lineprotocol$suffix" ] \
+                || die "no influx_relay/_lineprotocol$suffix after build_ext; see $WORK/build_ext.log"
+        fi ;;
+    *)
+        die "SCANNER=$SCANNER: expected c or python" ;;
+    esac
+    SCANNER_DESC=$(cd "$RELAY_SRC" && PYTHONPATH=$RELAY_SRC${PYTHONPATH:+:$PYTHONPATH} "$PY" -c '
+from influx_relay import lineprotocol as l
+impl = getattr(l, "IMPLEMENTATION", None)
+why = getattr(l, "PYTHON_REASON", None)
+print(impl if impl and not why else "%s (%s)" % (impl or "python", why or "no IMPLEMENTATION"))') \
+        || die "cannot import influx_relay.lineprotocol from $RELAY_SRC with $PY"
+    [ -z "${SCANNER_NOTE:-}" ] || SCANNER_DESC="python ($SCANNER_NOTE)"
+    case $SCANNER:$SCANNER_DESC in
+    c:c|python:python*) ;;
+    c:python\ \(no\ C\ scanner*) say "scanner: $SCANNER_DESC" ;;
+    *) die "SCANNER=$SCANNER but the relay's scanner is: $SCANNER_DESC" ;;
+    esac
 }
 
 wait_quiet() {  # LOAD: wait (5 min at most) until the 1-minute load average is below LOAD
@@ -178,11 +245,12 @@ describe_setup() {  # one comment line: what is measured, where
         rev=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')
         dirty=$(git -C "$REPO" status --porcelain -- influx_relay 2>/dev/null | grep -q . && echo '+dirty' || true)
     fi
-    printf '# %s  influx-relay %s%s  %s  gevent %s  urllib3 %s\n' "$(date -u +%FT%TZ)" "$rev" "$dirty" \
-        "$("$PY" -c 'import platform; print("python", platform.python_version())')" \
+    printf '# %s  influx-relay %s%s  %s  scanner %s  gevent %s  urllib3 %s\n' "$(date -u +%FT%TZ)" "$rev" "$dirty" \
+        "$("$PY" -c 'import platform; print("python", platform.python_version())')" "${SCANNER_DESC:-?}" \
         "$("$PY" -c 'import gevent; print(gevent.__version__)')" \
         "$("$PY" -c 'import urllib3; print(urllib3.__version__)')"
-    printf '# relay interpreter (RELAY_PY=%s)\n' "${PY_DESC:-$PY}"
+    printf '# relay interpreter (RELAY_PY=%s), line scanner (SCANNER=%s): %s\n' "${PY_DESC:-$PY}" \
+        "${SCANNER:-c}" "${SCANNER_DESC:-?}"
     printf '# %s cores (%s), %s MB RAM, kernel %s\n' "$(nproc)" \
         "$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)" \
         "$(awk '/^MemTotal/{printf "%d", $2/1024}' /proc/meminfo)" "$(uname -r)"
@@ -283,6 +351,18 @@ start_relay() {
         kill -0 "$RELAY_PID" 2>/dev/null || { tail -20 "$RELAY_LOG" >&2; return 1; }
     fi
     sleep 0.3
+    # workers = N: the supervisor answers nothing itself; wait (15 s at most) until it says all N
+    # are serving, so that RELAY_PIDS has every worker (CPU and RSS are summed over them).
+    local want
+    want=$(awk -F= '/^\[/ {exit} $1 ~ /^ *workers *$/ {gsub(/[ "]/, "", $2); print $2}' "$conf")
+    if [ -n "$want" ] && [ "$want" != 1 ]; then
+        for _ in $(seq 150); do
+            grep -q 'workers serving' "$RELAY_LOG" && break
+            kill -0 "$RELAY_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        grep -q 'workers serving' "$RELAY_LOG" || { tail -20 "$RELAY_LOG" >&2; return 1; }
+    fi
     # shellcheck disable=SC2207
     RELAY_PIDS=("$RELAY_PID" $(children_of "$RELAY_PID"))
 }
