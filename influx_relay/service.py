@@ -46,6 +46,10 @@ class Relay(object):
         config = self._prepare(config)
         self.config = config
         self.ledger = Ledger(config.state_dir)
+        if config.state_dir is None and any(len(h.outputs) > 1 for h in config.http) \
+                and (worker is None or worker.index == 0):
+            log.info("no state-dir: the gap ledger (what an output missed, for repair) is "
+                     "kept in memory and forgotten at a restart")
         self.metrics = Metrics(lambda: self.listeners)
         self.peers = Peers(worker, self) if worker is not None and worker.count > 1 else None
         self.http = []
