@@ -8,13 +8,23 @@ Each row of RESULTS_TSV is one wrk run, labelled "target|round|kind" by compare.
 with a "*"). Writes every run, with the relay CPU per point added, to ROUNDS_TSV, and prints
 per case the median over rounds of each target's req/s, p99 and CPU per point, the ratios
 ours / faster Go relay and ours / ceiling, the peak RSS of fresh cases, and the error counts;
-then each round's req/s, so that the spread can be seen. Standard library only.
+then each round's req/s, so that the spread can be seen. A target "oursN" is our relay with
+workers = N: a column of its own, plus "oursN / ours" (req/s) when both were measured; ours / Go
+is always that of "ours" (1 worker). Standard library only.
 """
 import csv
 import statistics
 import sys
 
 SHORT = {"ceiling": "ceil", "ours": "ours", "veepee": "veepee", "influxdata": "idata"}
+# oursN (our relay with workers = N) is shown as "oursN", "oN" in the errors column
+LETTER = {"ceiling": "c", "ours": "o", "veepee": "v", "influxdata": "i"}
+
+
+def letter(target):
+    if target.startswith("ours") and target[4:].isdigit():
+        return "o" + target[4:]
+    return LETTER.get(target, target[0])
 GO = ("veepee", "influxdata")
 
 
@@ -72,10 +82,20 @@ def main():
     cols = [SHORT.get(t, t) for t in targets]
     rcols = [SHORT.get(t, t) for t in relays]
     # column groups: a title over the names of its columns, each column wide enough for the title
+    scaled = [t for t in relays if t != "ours" and t.startswith("ours") and "ours" in targets]
     titles = ["req/s (median of %d)" % n_rounds, "ours /", "p99 ms", "relay CPU us/point",
               "peak RSS MB"]
     names = [cols, ["Go", "ceil"], cols, cols, rcols]
-    widths = [max(w, -(-(len(t) + 1) // max(1, len(n)))) for t, n, w in zip(titles, names, (9, 7, 8, 8, 8))]
+    minw = [9, 7, 8, 8, 8]
+    if scaled:  # oursN / ours, after "ours / Go, ceil"
+        if len(scaled) == 1:  # "ours2 /" over "ours"
+            titles.insert(2, "%s /" % scaled[0])
+            names.insert(2, ["ours"])
+        else:                 # "/ ours" over "ours2 ours4"
+            titles.insert(2, "/ ours")
+            names.insert(2, [SHORT.get(t, t) for t in scaled])
+        minw.insert(2, 7)
+    widths = [max(w, -(-(len(t) + 1) // max(1, len(n)))) for t, n, w in zip(titles, names, minw)]
 
     def line(first, groups, last):
         return "%-10s|%s| %s" % (first, "|".join(
@@ -83,7 +103,7 @@ def main():
 
     print("%-10s|%s| %s" % ("", "|".join(
         ("%-*s" % (w * len(n), " " + t)) for t, n, w in zip(titles, names, widths)), "errors"))
-    print(line("case", names, "/".join(c[0] for c in cols)))
+    print(line("case", names, "/".join(letter(t) for t in targets)))
     for case in cases:
         req = {t: median(runs, t, case, "req_s") for t in targets}
         go = [(req[t], t) for t in GO if t in req and req[t]]
@@ -97,8 +117,10 @@ def main():
         errors = "/".join(str(sum(r["errors"] for r in runs if r["target"] == t and r["case"] == case))
                           if any(r["target"] == t and r["case"] == case for r in runs) else "-"
                           for t in targets)
-        print(line(case, [
-            [fmt(req[t], ".0f") for t in targets], [vs_go, vs_ceil],
+        groups = [[fmt(req[t], ".0f") for t in targets], [vs_go, vs_ceil]]
+        if scaled:
+            groups.append(["%.2f" % (req[t] / ours) if req[t] and ours else "-" for t in scaled])
+        print(line(case, groups + [
             [fmt(median(runs, t, case, "p99_ms"), ".2f") for t in targets],
             [fmt(median(runs, t, case, "us_per_point"), ".2f") for t in targets],
             [fmt(median(runs, t, case, "rss_mb"), ".1f") for t in relays]], errors))
