@@ -271,7 +271,8 @@ class WriteApp(object):
 
     def local_status(self):
         """What /status says of this process's outputs (and of a repair)."""
-        body = {"listener": self.cfg.name,
+        body = {"listener": self.cfg.name, "version": __version__,
+                "line_scanner": lineprotocol.IMPLEMENTATION,
                 "outputs": {o.name: o.status() for o in self.fanout.outputs}}
         if self.repairer.job is not None:
             body["repair"] = self.repairer.job.as_dict()

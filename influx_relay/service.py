@@ -23,7 +23,7 @@ import gevent
 from gevent.event import Event
 from gevent.lock import Semaphore
 
-from . import config as config_mod, logs, systemd
+from . import config as config_mod, lineprotocol, logs, systemd
 from .errors import RelayError
 from .fanout import Fanout
 from .http_listener import HTTPListener, ListenerStats, WriteApp, tls_context
@@ -616,7 +616,9 @@ def run(config, worker=None):
     relay.start()
     if worker is not None:
         worker.ready()
-    log.info("config %s loaded: %s", config.path, _counts(config))
+    log.info("config %s loaded: %s; line scanner: %s", config.path, _counts(config),
+             lineprotocol.IMPLEMENTATION if lineprotocol.PYTHON_REASON is None
+             else "python (%s)" % lineprotocol.PYTHON_REASON)
     systemd.notify("READY=1", "STATUS=%s" % _counts(config))
 
     def on_signal(signum):

@@ -9,6 +9,8 @@ from urllib.parse import parse_qs
 import gevent
 import pytest
 
+from influx_relay import __version__, lineprotocol
+
 from .conftest import body_json, error_of, eventually, http_config
 from .fakes import FakeBackend
 
@@ -46,6 +48,14 @@ def test_writes_over_the_rate_get_429_with_retry_after(relay, backends):
     # Only writes are limited.
     assert r.get("/ping").status == 204
     assert r.get("/status").status == 200
+
+
+def test_status_says_the_version_and_which_line_scanner_runs(relay, backends):
+    r = relay(http_config(out(0, backends())))
+    body = body_json(r.get("/status"))
+    assert body["version"] == __version__
+    assert body["line_scanner"] == lineprotocol.IMPLEMENTATION
+    assert body["line_scanner"] in ("c", "python")
 
 
 def test_without_a_rate_limit_nothing_is_refused(relay, backends):
