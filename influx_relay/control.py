@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 
 import urllib3
 
+from . import text
 from .errors import RelayError
 
 _LOCAL = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1", "localhost": "127.0.0.1"}
@@ -89,25 +90,8 @@ def _loopback(host):
 
 # -- what the commands print -----------------------------------------------------------
 
-def size(n):
-    """Bytes for people: 0, 980 B, 12.3 MB."""
-    if not n:
-        return "0"
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1024 or unit == "TB":
-            return ("%d %s" if unit == "B" else "%.1f %s") % (n, unit)
-        n /= 1024.0
-
-
 def age(seconds):
-    if not seconds:
-        return "-"
-    seconds = int(seconds)
-    if seconds < 120:
-        return "%ds" % seconds
-    if seconds < 7200:
-        return "%dm" % (seconds // 60)
-    return "%dh%02dm" % (seconds // 3600, seconds % 3600 // 60)
+    return text.duration(seconds) if seconds else "-"
 
 
 def count(n):
@@ -139,7 +123,7 @@ def status_lines(body):
             shown = "-"
         rows.append([
             name, o.get("state", "?"),
-            size(o.get("buffered_bytes", 0)) if o.get("buffer", True) is not None else "no buffer",
+            text.size(o.get("buffered_bytes", 0)) if o.get("buffer", True) is not None else "no buffer",
             count(o.get("buffered_writes", 0)), age(o.get("oldest_age_seconds", 0)),
             dropped or "-", count(o.get("gaps", {}).get("points", 0)), shown,
         ])

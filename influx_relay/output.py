@@ -26,7 +26,7 @@ from typing import Dict, NamedTuple, Optional, Tuple
 import gevent
 from gevent.event import Event
 
-from . import ledger as ledger_mod, logs
+from . import ledger as ledger_mod, logs, text
 from .backend import Backend, HTTPBackend
 from .buffer import PENDING, READY, BufferFull, Entry, RetryBuffer, make_buffer
 from .coalesce import CoalesceStats, CoalescingBackend
@@ -84,22 +84,6 @@ class Replay(object):
                 "delivered_points": self.points, "backlog_bytes": left,
                 "points_per_s": round(rate), "eta_s": round(eta) if eta is not None else None,
                 "running_s": round(time.monotonic() - self.started, 1)}
-
-
-def _size(n):
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return "%d %s" % (n, unit) if unit == "bytes" else "%.1f %s" % (n, unit)
-        n /= 1024.0
-
-
-def _duration(seconds):
-    seconds = int(seconds)
-    if seconds < 120:
-        return "%ds" % seconds
-    if seconds < 7200:
-        return "%dm" % (seconds // 60)
-    return "%dh%02dm" % (seconds // 3600, seconds % 3600 // 60)
 
 
 class Sent(NamedTuple):
@@ -579,13 +563,13 @@ class Output(object):
             elapsed = now - replay.started
             log.info("output %s: backlog delivered (%d write(s), %d point(s), %s in %s, %d "
                      "points/s); writing directly again", self, replay.writes, replay.points,
-                     _size(replay.bytes), _duration(elapsed), replay.points / max(elapsed, 1e-6))
+                     text.size(replay.bytes), text.duration(elapsed), replay.points / max(elapsed, 1e-6))
         elif now - replay.logged >= REPLAY_LOG_EVERY:
             replay.logged = now
             percent, rate, eta = replay.figures(left)
             log.info("output %s: replaying its backlog: %.0f%% delivered (%s, %s to go), %d "
-                     "points/s, %s left", self, percent, _size(replay.bytes), _size(left), rate,
-                     "about " + _duration(eta) if eta is not None else "unknown time")
+                     "points/s, %s left", self, percent, text.size(replay.bytes), text.size(left), rate,
+                     "about " + text.duration(eta) if eta is not None else "unknown time")
 
     def _failed(self, reason, n):
         self._failures += 1
