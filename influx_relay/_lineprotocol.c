@@ -1,7 +1,8 @@
 /* The line scanner of influx_relay.lineprotocol, in C.
  *
  * scan(body, ts) and prepare(body, ts) give exactly what the pure-Python
- * functions of lineprotocol.py give, for every body: the same lines, the same
+ * functions of lineprotocol.py give, for every body (and times(body), the
+ * gap ledger's time range of a forwarded body, what python_times gives): the same lines, the same
  * ``changed``, the same LineProtocolError (line number, line, reason). The
  * Python module is the reference; this file follows its structure, quirks
  * included, and names the Python function each part stands for:
@@ -888,9 +889,65 @@ c_prepare(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return result;
 }
 
+PyDoc_STRVAR(times_doc,
+"times(body) -> (start, end, count) or None\n\n"
+"influx_relay.lineprotocol.python_times in C: the timestamps that end the\n"
+"body's newline-separated pieces (the last space-separated token, after\n"
+"trailing spaces, tabs and CRs, when it is an integer within int64).");
+
+static PyObject *
+c_times(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer bv;
+    const unsigned char *b;
+    Py_ssize_t len, pos = 0, count = 0;
+    long long start = 0, end = 0;
+    PyObject *result;
+
+    if (nargs != 1) {
+        PyErr_SetString(PyExc_TypeError, "times() takes exactly one argument");
+        return NULL;
+    }
+    if (PyObject_GetBuffer(args[0], &bv, PyBUF_SIMPLE) < 0) return NULL;
+    b = (const unsigned char *)bv.buf;
+    len = bv.len;
+    for (;;) {
+        const unsigned char *nl = pos < len ? memchr(b + pos, '\n', (size_t)(len - pos)) : NULL;
+        Py_ssize_t stop = nl != NULL ? nl - b : len, e = stop, s, i;
+        unsigned long long v = 0;
+        int neg = 0, ok = 1;
+
+        while (e > pos && (b[e - 1] == ' ' || b[e - 1] == '\t' || b[e - 1] == '\r')) e--;
+        s = e;
+        while (s > pos && b[s - 1] != ' ') s--;
+        i = s;
+        if (i < e && b[i] == '-') { neg = 1; i++; }
+        if (i == e) ok = 0;  /* no digit */
+        for (; ok && i < e; i++) {
+            unsigned int c = (unsigned int)b[i] - '0';
+            if (c > 9 || v > (UINT64_MAX - c) / 10) ok = 0;  /* not a digit, or past 64 bits */
+            else v = v * 10 + c;
+        }
+        if (ok && v <= (neg ? (unsigned long long)INT64_MAX + 1 : (unsigned long long)INT64_MAX)) {
+            long long t = !neg ? (long long)v
+                        : v == (unsigned long long)INT64_MAX + 1 ? INT64_MIN : -(long long)v;
+            if (count == 0 || t < start) start = t;
+            if (count == 0 || t > end) end = t;
+            count++;
+        }
+        if (nl == NULL) break;
+        pos = stop + 1;
+    }
+    PyBuffer_Release(&bv);
+    if (count == 0) Py_RETURN_NONE;
+    result = Py_BuildValue("(LLn)", start, end, count);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"scan", (PyCFunction)(void (*)(void))c_scan, METH_FASTCALL, scan_doc},
     {"prepare", (PyCFunction)(void (*)(void))c_prepare, METH_FASTCALL, prepare_doc},
+    {"times", (PyCFunction)(void (*)(void))c_times, METH_FASTCALL, times_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -112,6 +112,39 @@ def python_prepare(body, ts):
     return body, len(lines)
 
 
+_INTEGER = re.compile(rb"-?[0-9]+")
+_INT64 = (-2 ** 63, 2 ** 63 - 1)
+
+
+def python_times(body):
+    """``(start, end, count)`` of the timestamps that end a body's lines (as
+    the relay forwards it: every line stamped), or None if none does.
+
+    Cheap, for the gap ledger, which needs the time range a write covers: each
+    piece of the body between newlines (after trailing spaces, tabs and CRs)
+    whose last space-separated token is an integer within int64 counts. Every
+    line the relay forwards ends so; a piece of a string field that spans lines
+    and happens to end the same way counts too, so the range may be wider than
+    the points', never narrower (and ``count`` a little more than the points).
+    """
+    start = end = None
+    count = 0
+    lo, hi = _INT64
+    for piece in body.split(b"\n"):
+        token = piece.rstrip(b" \t\r").rpartition(b" ")[2]
+        if not _INTEGER.fullmatch(token):
+            continue
+        t = int(token)
+        if not lo <= t <= hi:
+            continue
+        count += 1
+        if start is None or t < start:
+            start = t
+        if end is None or t > end:
+            end = t
+    return None if not count else (start, end, count)
+
+
 def pack(lines, size):
     """Group lines into payloads of at most ``size`` bytes, in order, each line
     ending with a newline (as InfluxDB's own UDP clients send them).
@@ -368,6 +401,6 @@ IMPLEMENTATION = "python" if _c is None else "c"
 #: Why the Python scanner is in use (None when it is the C one).
 PYTHON_REASON = _why
 if _c is None:
-    scan, prepare = python_scan, python_prepare
+    scan, prepare, times = python_scan, python_prepare, python_times
 else:
-    scan, prepare = _c.scan, _c.prepare
+    scan, prepare, times = _c.scan, _c.prepare, _c.times

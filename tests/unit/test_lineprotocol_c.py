@@ -213,6 +213,54 @@ def test_a_body_is_never_read_past_its_end():
 
 
 # ---------------------------------------------------------------------------
+# times(): the time range of a forwarded body, for the gap ledger
+
+TIME_UNITS = UNITS + [b"9223372036854775807", b"9223372036854775808", b"-9223372036854775808",
+                      b"-9223372036854775809", b"18446744073709551616", b"0000000000000000000000012",
+                      b"--1", b"1-", b" \t\r", b"\t5"]
+TIME_BODY = st.lists(st.sampled_from(TIME_UNITS), max_size=40).map(b"".join)
+
+
+@BOUNDED
+@given(st.one_of(TIME_BODY, st.binary(max_size=200)))
+def test_times_is_python_times(body):
+    c = c_module()
+    expected = lineprotocol.python_times(body)
+    assert c.times(body) == expected, body
+    assert c.times(exact(body)) == expected, body
+
+
+@settings(BOUNDED, max_examples=FUZZ or 200)
+@given(valid_body())
+def test_times_of_a_prepared_body_are_its_points(case):
+    """What the relay forwards: every line stamped. times() gives the range of
+    the stamps exactly, and one count per point, unless a string field holds a
+    newline (then a wider range, a higher count: never narrower)."""
+    c = c_module()
+    body, _ = case
+    lines, _ = lineprotocol.python_scan(body, TS)
+    if not lines:
+        assert c.times(b"\n".join(lines)) is None
+        return
+    stamps = [int(line.rstrip(b" ").rsplit(b" ", 1)[1]) for line in lines]
+    start, end, count = c.times(b"\n".join(lines))
+    assert start <= min(stamps) and end >= max(stamps) and count >= len(lines)
+    if not any(b"\n" in line for line in lines):
+        assert (start, end, count) == (min(stamps), max(stamps), len(lines))
+
+
+def test_times_edges():
+    c = c_module()
+    assert c.times(b"") is None and c.times(b"\n\n") is None
+    assert c.times(b"m f=1 -9223372036854775808\nm f=2 9223372036854775807 \r\n") == (
+        -2 ** 63, 2 ** 63 - 1, 2)
+    assert c.times(b"m f=1 9223372036854775808\nm f=1 -") is None
+    assert c.times(b'm f="a\n12" 5') == (5, 5, 1)
+    with pytest.raises(TypeError):
+        c.times("m f=1 5")
+
+
+# ---------------------------------------------------------------------------
 # Which scanner the relay uses
 
 
