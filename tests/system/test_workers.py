@@ -8,6 +8,7 @@ import signal
 import socket
 import threading
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from .helpers import HOST, Relay, free_port, request, rows_on_both, wait_until
@@ -60,6 +61,27 @@ def write_from_many_connections(url, db, clients, each, start):
     return clients * each
 
 
+def serving(relay, count=2):
+    """Wait until the supervisor says every worker serves; their pids. (A worker
+    process may exist a while before it listens, and /ping is answered as soon
+    as one does.)"""
+    wait_until(lambda: "%d workers serving" % count in relay.stderr(), 15,
+               what="%d workers serving" % count)
+    return children(relay.proc.pid)
+
+
+def write_until_every_worker_has_some(relay, db, workers=2):
+    """Writes from new connections, 8 at a time, until each worker served some:
+    the kernel spreads connections by a hash, and 8 may all land on one."""
+    n = 0
+    for _ in range(10):
+        n += write_from_many_connections(relay.url, db, clients=8, each=10, start=n)
+        log = relay.stderr()
+        if all('worker %d: 127.0.0.1 "POST /write' % w in log for w in range(workers)):
+            return n
+    pytest.fail("80 connections all went to the same worker")
+
+
 def metric(text, name, **labels):
     total = 0
     for family in text_string_to_metric_families(text):
@@ -74,8 +96,7 @@ def test_two_workers_share_the_port_and_answer_as_one(tmp_path, influxd_pair, db
     port = free_port()
     relay = Relay(tmp_path / "relay", config(port, a, b), port).start()
     try:
-        pids = wait_until(lambda: (lambda p: p if len(p) == 2 else None)(children(relay.proc.pid)),
-                          10, what="two workers")
+        pids = serving(relay)
         n = write_from_many_connections(relay.url, db, clients=8, each=25, start=0)
         rows_on_both(influxd_pair, db, "w", n)
         status = request("GET", relay.url + "/status").json()
@@ -129,8 +150,8 @@ def test_a_disk_backlog_left_by_two_workers_is_replayed_by_one(tmp_path, influxd
     b.stop()
     relay = Relay(tmp_path / "relay", config(port, a, b, buffer=disk), port).start()
     try:
-        wait_until(lambda: len(children(relay.proc.pid)) == 2, 10, what="two workers")
-        n = write_from_many_connections(relay.url, db, clients=8, each=10, start=0)
+        serving(relay)
+        n = write_until_every_worker_has_some(relay, db)
         wait_until(lambda: request("GET", relay.url + "/status").json()["outputs"]["b"][
             "buffered_writes"] == n, 10, what="b's backlog on disk in both workers")
     finally:
