@@ -743,16 +743,18 @@ class HTTPOutputConfig:
         "writes then carry none, which InfluxDB OSS 2.x refuses: set it for OSS 2.x)."))
     bucket: Optional[str] = setting(_optional_string, None, doc=(
         "Write every point to this bucket (default: as mapped above)."))
-    coalesce: bool = setting(_bool, False, doc=(
+    coalesce: bool = setting(_bool, True, doc=(
         "Merge concurrent small writes (under 64 KB, line protocol) that share a "
         "database, retention policy, precision and credentials into one request to "
         "this backend, while a request of theirs is in flight. Each client still gets "
         "its own answer: if the backend refuses a merged request (a 4xx), each write "
         "is sent again alone, so one client's bad data never fails another's write. "
-        "Fewer, larger requests: with real InfluxDB backends (which pay per request) "
-        "small writes went 20-50% faster; against near-free backends it saves the "
-        "relay no time (README, Performance). Off by default."))
-    max_in_flight_mb: int = setting(_integer(1, MAX_BYTES // 1024 ** 2), 32, doc=(
+        "Real InfluxDB pays per request: against two influxd 1.6, 16 clients stored "
+        "1.2x (10-line writes) to 1.6x (100-line writes) the points per second with "
+        "it, and a backend slower than the other fell behind far less; against "
+        "near-free backends it changes nothing (README, Performance). Set false to "
+        "send each write as its own request."))
+    max_in_flight_mb: int = setting(_integer(1, MAX_BYTES // 1024 ** 2), 64, doc=(
         "Bytes of writes (in MB) in flight to this backend at once, and with them "
         "4 x pool-size requests: past either, a write is not sent to it but counts as "
         "failed for it (buffered if it has a buffer, else missed), so a backend that "

@@ -8,7 +8,7 @@ SLOW = ("slow", 0.3, 204)
 
 
 def output(i, backend, extra="", coalesce=True, timeout="2s"):
-    extra = (", coalesce = true" if coalesce else "") + extra
+    extra = (", coalesce = true" if coalesce else ", coalesce = false") + extra
     return '{ name = "b%d", location = "%s/write", timeout = "%s"%s }' % (
         i, backend.url, timeout, extra)
 

@@ -216,7 +216,7 @@ def test_http_defaults():
     assert out.buffer_size_mb == 0
     assert out.max_batch_kb == 512
     assert out.max_delay_interval == 10.0
-    assert (out.coalesce, out.coalesce_max_kb) == (False, 1024)
+    assert (out.coalesce, out.coalesce_max_kb) == (True, 1024)
 
 
 def test_udp_defaults():
