@@ -239,6 +239,10 @@ def test_times_of_a_prepared_body_are_its_points(case):
     c = c_module()
     body, _ = case
     lines, _ = lineprotocol.python_scan(body, TS)
+    # A time past int64 passes the relay's check, but no InfluxDB stores it (it
+    # refuses the line): it is no point of a range.
+    lines = [line for line in lines
+             if -2 ** 63 <= int(line.rstrip(b" ").rsplit(b" ", 1)[1]) < 2 ** 63]
     if not lines:
         assert c.times(b"\n".join(lines)) is None
         return
