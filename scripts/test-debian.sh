@@ -16,9 +16,11 @@
 set -eu
 . "$(dirname "${BASH_SOURCE[0]}")/setup-env.sh"
 PY=/usr/bin/python3
-# prometheus: promtool, which tests/integration/test_ops_files.py runs on the rules.
+# prometheus: promtool, which tests/integration/test_ops_files.py runs on the rules;
+# python3-snappy: real snappy blocks for tests/unit/test_ledger.py.
 ensure_debs python3 python3-gevent python3-urllib3 python3-click python3-prometheus-client \
-    python3-pytest python3-hypothesis python3-yaml prometheus python3-setuptools python3-dev gcc
+    python3-pytest python3-hypothesis python3-yaml python3-snappy prometheus python3-setuptools \
+    python3-dev gcc
 check_machine
 WORK=$(mktemp -d /tmp/influx-relay-debian.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
