@@ -232,14 +232,10 @@ class WriteApp(object):
         self.check_admin(request)
         if request.method != "POST":
             return _not_allowed("POST", request.method)
-        body = self.read_body(request)
-        params = []
-        if body.strip():
-            ctype = request.header("content-type").split(";")[0].strip().lower()
-            if ctype != "application/x-www-form-urlencoded":
-                raise RequestError(415, "send q as a form field (application/"
-                                        "x-www-form-urlencoded) or in the query string")
-            params = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+        params = request.form(self.read_body(request))
+        if params is None:
+            raise RequestError(415, "send q as a form field (application/"
+                                    "x-www-form-urlencoded) or in the query string")
         # As InfluxDB (Go's FormValue): the form body before the query string.
         params += parse_qsl(request.query, keep_blank_values=True)
         q = next((v for k, v in params if k == "q"), "")

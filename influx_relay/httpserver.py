@@ -44,7 +44,7 @@ import socket
 import time
 from email.utils import formatdate
 from typing import Callable, Dict
-from urllib.parse import unquote
+from urllib.parse import parse_qsl, unquote
 
 import gevent
 from gevent.pool import Pool
@@ -162,6 +162,17 @@ class Request(object):
     def header(self, name: str, default: str = "") -> str:
         """The value of header ``name`` (lower case), or ``default``."""
         return self.headers.get(name, default)
+
+    def form(self, body: bytes):
+        """The fields of ``body`` as a form (``application/x-www-form-urlencoded``),
+        in order: ``[(name, value)]``, ``[]`` for an empty body, None for a body
+        of another type."""
+        if not body.strip():
+            return []
+        if self.header("content-type").split(";")[0].strip().lower() != \
+                "application/x-www-form-urlencoded":
+            return None
+        return parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
 
     @property
     def body_length(self) -> int:

@@ -358,15 +358,10 @@ class Reads(object):
     def query(self, request):
         """InfluxDB 1.x's query: ``q`` in the query string or a form body."""
         url = parse_qsl(request.query, keep_blank_values=True)
-        form = []
-        if request.method == "POST":
-            body = self.read_body(request)
-            if body.strip():
-                ctype = request.header("content-type").split(";")[0].strip().lower()
-                if ctype != "application/x-www-form-urlencoded":
-                    return error_response(415, "send q in the query string or as a form field "
-                                               "(application/x-www-form-urlencoded)")
-                form = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+        form = request.form(self.read_body(request)) if request.method == "POST" else []
+        if form is None:
+            return error_response(415, "send q in the query string or as a form field "
+                                       "(application/x-www-form-urlencoded)")
         # As InfluxDB (Go's FormValue): the form body's q before the query string's.
         q = next((v for k, v in form + url if k == "q"), "").strip()
         if not q:
