@@ -30,17 +30,18 @@ def sends_alive():
 
 @pytest.mark.parametrize("slow", [False, True], ids=["both-fast", "one-slower"])
 @pytest.mark.parametrize("buffered", [False, True], ids=["no-buffer", "buffer"])
+@pytest.mark.parametrize("coalesce", ["true", "false"], ids=["coalesce", "no-coalesce"])
 def test_a_finished_writes_sends_and_body_are_freed_without_the_collector(
-        relay, backends, no_gc, slow, buffered):
+        relay, backends, no_gc, slow, buffered, coalesce):
     a = backends()
     b = backends(mode=("slow", 0.05, 204, b"") if slow else ("status", 204, b""))
-    extra = ', buffer-size-mb = 10' if buffered else ''
+    extra = ', coalesce = %s' % coalesce + (', buffer-size-mb = 10' if buffered else '')
     r = relay(http_config('{ name = "a", location = "%s"%s }' % (a.url, extra),
                           '{ name = "b", location = "%s"%s }' % (b.url, extra)))
     # Both sends of a write often finish before the write looks at them.
     jobs = [gevent.spawn(r.write, b"cpu v=%di %d" % (i, i)) for i in range(40)]
     gevent.joinall(jobs, timeout=10)
     assert [j.value.status for j in jobs] == [204] * 40
-    eventually(lambda: len(a.bodies) == 40 and len(b.bodies) == 40)
-    gevent.sleep(0.1)  # the slower output's sends settle
-    assert eventually(lambda: sends_alive() == 0, timeout=2), sends_alive()
+    assert eventually(lambda: len(a.lines) == 40 and len(b.lines) == 40)
+    # Once the slower output's sends settle, none is left: none waits for the collector.
+    assert eventually(lambda: sends_alive() == 0, timeout=5), sends_alive()
